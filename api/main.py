@@ -1,0 +1,59 @@
+"""The FastAPI application: engines load once in `lifespan`; routes stay thin."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import GenerationGate
+from api.routes import ask, documents, health, search
+from rag.service import RAG, QuestionError
+from rag.settings import Settings
+
+log = logging.getLogger("rag.api")
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings | None = None, rag: RAG | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if getattr(app.state, "rag", None) is None:
+            app.state.rag = await run_in_threadpool(RAG.from_settings, settings)
+        # Load the answer model now, not on the first question.
+        await run_in_threadpool(lambda: app.state.rag.generator)
+        app.state.gate = GenerationGate(settings.max_waiting)
+        yield
+
+    app = FastAPI(
+        title="Vietnamese articles QA",
+        version="1.0",
+        summary="Offline question answering over Vietnamese articles, with cited passages.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.rag = rag
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )  # fmt: skip
+
+    @app.exception_handler(QuestionError)
+    async def bad_question(_: Request, exc: QuestionError) -> JSONResponse:
+        return JSONResponse({"detail": f"invalid question: {exc}"}, status_code=422)
+
+    for module in (health, ask, search, documents):
+        app.include_router(module.router)
+    if STATIC.is_dir():
+        app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
+    return app

@@ -1,0 +1,86 @@
+"""Document management: list, upload (indexed incrementally) and delete articles."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, UploadFile
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import RagDep, SettingsDep, WriteAuth
+from rag.ingest.loader import UnreadableFile
+from rag.service import DocumentError, IngestReport
+
+router = APIRouter(tags=["documents"])
+
+
+class Document(BaseModel):
+    name: str = Field(description="File name; citations use it as `source`.")
+    sha256: str
+    size: int = Field(description="Size in bytes.")
+    chunks: int = Field(description="Number of indexed passages.")
+    indexed_at: float = Field(description="Unix time it was indexed.")
+    title: str = ""
+    date: str = ""
+
+
+class DocumentChange(BaseModel):
+    added: list[str]
+    updated: list[str]
+    removed: list[str]
+    chunks: int = Field(description="Chunks in the whole index afterwards.")
+
+
+def _change(r: IngestReport) -> DocumentChange:
+    return DocumentChange(added=r.added, updated=r.updated, removed=r.removed, chunks=r.chunks)
+
+
+@router.get("/v1/documents", response_model=list[Document])
+def list_documents(rag: RagDep) -> list[Document]:
+    """The indexed articles with their chunk counts, hashes and indexing times."""
+    return [Document.model_validate(r.__dict__) for r in rag.documents()]
+
+
+@router.post(
+    "/v1/documents",
+    response_model=DocumentChange,
+    status_code=201,
+    dependencies=[WriteAuth],
+    responses={401: {}, 413: {"description": "File too large"}, 422: {"description": "Bad file"}},
+)
+async def upload_document(file: UploadFile, rag: RagDep, settings: SettingsDep) -> DocumentChange:
+    """Upload a UTF-8 `.txt` or `.md` article; it is indexed at once, incrementally.
+
+    A file with the name of an existing article replaces it. Names must be plain file names
+    (no folders); non-UTF-8 or binary files are refused with 422 and change nothing; files over
+    the size limit get 413. Requires `Authorization: Bearer <key>` when API keys are set.
+    """
+    limit = settings.max_upload_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"the file is larger than {limit} bytes")
+    try:
+        report = await run_in_threadpool(rag.add_document, file.filename or "", data)
+    except (DocumentError, UnreadableFile) as exc:
+        raise HTTPException(422, str(exc)) from None
+    return _change(report)
+
+
+@router.delete(
+    "/v1/documents/{name}",
+    response_model=DocumentChange,
+    dependencies=[WriteAuth],
+    responses={401: {}, 404: {"description": "No such document"}},
+)
+async def delete_document(
+    name: Annotated[str, Path(description="File name of the article.")], rag: RagDep
+) -> DocumentChange:
+    """Delete an article from the corpus folder and its passages from the index."""
+    try:
+        report = await run_in_threadpool(rag.delete_document, name)
+    except DocumentError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except KeyError:
+        raise HTTPException(404, f"no document named {name!r}") from None
+    return _change(report)

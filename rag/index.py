@@ -1,0 +1,208 @@
+"""The persisted index: chunk table, vectors, FAISS and BM25 search, written atomically.
+
+Layout under ``index/``: ``CURRENT`` names the live generation folder ``gen-<n>/``, which holds
+``manifest.json`` (embedding model identity and dimension, files and their hashes, checksums),
+``chunks.jsonl``, ``vectors.npy`` and ``vectors.faiss``. A new generation is written aside and
+``CURRENT`` is replaced with ``os.replace``, so a crash mid-write leaves the previous index live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bm25s
+import faiss
+import numpy as np
+
+from rag.embedding import Vectors
+from rag.text import fold, words
+from rag.types import Chunk
+
+FORMAT_VERSION = 1
+REBUILD_HINT = "rebuild it with `rag ingest --rebuild` (or `make index`)"
+#: Below this many vectors exact search is both fast and exact; above it, HNSW (as txtai does).
+FLAT_LIMIT = 5000
+
+
+class IndexError_(RuntimeError):
+    """The index is missing, corrupt or built with another embedding model."""
+
+
+@dataclass
+class FileRecord:
+    name: str
+    sha256: str
+    size: int
+    chunks: int
+    indexed_at: float
+    title: str = ""
+    date: str = ""
+
+
+@dataclass
+class CorpusIndex:
+    """Chunks, their vectors and both search structures, in memory."""
+
+    embedder: str
+    dim: int
+    chunks: list[Chunk] = field(default_factory=list)
+    vectors: Vectors = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    _faiss: Any = None
+    _bm25: Any = None
+
+    def __post_init__(self) -> None:
+        if self.vectors.size == 0:
+            self.vectors = np.zeros((0, self.dim), dtype=np.float32)
+
+    # --- search structures -------------------------------------------------------------------
+    def build(self, faiss_index: Any = None) -> None:
+        self._faiss = faiss_index if faiss_index is not None else build_faiss(self.vectors)
+        self._bm25 = None
+        if self.chunks:
+            self._bm25 = bm25s.BM25()
+            self._bm25.index([lexical_tokens(c.title + "\n" + c.text) for c in self.chunks],
+                             show_progress=False)  # fmt: skip
+
+    def dense(self, query: Vectors, k: int) -> list[tuple[int, float]]:
+        if not self.chunks:
+            return []
+        if self._faiss is None:
+            self.build()
+        scores, ids = self._faiss.search(query.reshape(1, -1).astype(np.float32), min(k, len(self.chunks)))
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def lexical(self, query: str, k: int) -> list[tuple[int, float]]:
+        if not self.chunks:
+            return []
+        if self._bm25 is None:
+            self.build()
+        toks = lexical_tokens(query)
+        if not toks:
+            return []
+        scores = np.asarray(self._bm25.get_scores(toks))
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top])]
+        return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
+
+
+def lexical_tokens(text: str) -> list[str]:
+    """Diacritic-folded syllables plus syllable bigrams, so accent-less queries still match and
+    multi-syllable Vietnamese words ("ngoại giao") count as units."""
+    toks = [fold(w) for w in words(text)]
+    return toks + [f"{a}_{b}" for a, b in zip(toks, toks[1:], strict=False)]
+
+
+def build_faiss(vectors: Vectors) -> Any:
+    n, dim = vectors.shape
+    if n <= FLAT_LIMIT:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = 128
+    if n:
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class IndexStore:
+    """Loads and saves ``CorpusIndex`` generations under one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def current_file(self) -> Path:
+        return self.root / "CURRENT"
+
+    def exists(self) -> bool:
+        return self.current_file.is_file()
+
+    def load(self, expected_embedder: str | None = None) -> CorpusIndex:
+        if not self.exists():
+            raise IndexError_(f"no index in {self.root}/: build it with `rag ingest` (or `make index`)")
+        gen = self.root / self.current_file.read_text().strip()
+        try:
+            manifest = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+            if manifest.get("format") != FORMAT_VERSION:
+                raise ValueError(f"format {manifest.get('format')} is not {FORMAT_VERSION}")
+            chunk_bytes = (gen / "chunks.jsonl").read_bytes()
+            vec_bytes = (gen / "vectors.npy").read_bytes()
+            if _sha(chunk_bytes) != manifest["checksums"]["chunks.jsonl"]:
+                raise ValueError("chunks.jsonl does not match its checksum")
+            if _sha(vec_bytes) != manifest["checksums"]["vectors.npy"]:
+                raise ValueError("vectors.npy does not match its checksum")
+            chunks = [Chunk(**json.loads(line)) for line in chunk_bytes.decode().splitlines() if line]
+            vectors = np.load(gen / "vectors.npy", allow_pickle=False)
+            if vectors.shape != (len(chunks), manifest["dim"]):
+                raise ValueError(f"vectors have shape {vectors.shape}, expected ({len(chunks)}, {manifest['dim']})")
+            fidx = faiss.read_index(str(gen / "vectors.faiss"))
+            if fidx.ntotal != len(chunks):
+                raise ValueError("vectors.faiss does not hold one vector per chunk")
+            files = {n: FileRecord(**r) for n, r in manifest["files"].items()}
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise IndexError_(f"the index in {gen} is corrupt or unreadable ({exc}); {REBUILD_HINT}") from exc
+        if expected_embedder is not None and manifest["embedder"] != expected_embedder:
+            raise IndexError_(
+                f"the index in {self.root}/ was built with embedding model {manifest['embedder']!r}, "
+                f"but the service is configured with {expected_embedder!r}; {REBUILD_HINT}"
+            )
+        index = CorpusIndex(manifest["embedder"], manifest["dim"], chunks, vectors, files)
+        index.build(fidx)
+        return index
+
+    def save(self, index: CorpusIndex) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        gen_name = f"gen-{time.time_ns()}"
+        tmp = self.root / f".tmp-{gen_name}"
+        tmp.mkdir()
+        chunk_bytes = "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in index.chunks).encode()
+        (tmp / "chunks.jsonl").write_bytes(chunk_bytes)
+        np.save(tmp / "vectors.npy", index.vectors.astype(np.float32), allow_pickle=False)
+        if index._faiss is None:
+            index.build()
+        faiss.write_index(index._faiss, str(tmp / "vectors.faiss"))
+        manifest = {
+            "format": FORMAT_VERSION,
+            "embedder": index.embedder,
+            "dim": index.dim,
+            "created_at": time.time(),
+            "files": {n: asdict(r) for n, r in sorted(index.files.items())},
+            "checksums": {
+                "chunks.jsonl": _sha(chunk_bytes),
+                "vectors.npy": _sha((tmp / "vectors.npy").read_bytes()),
+            },
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
+        for f in tmp.iterdir():
+            _fsync(f)
+        os.replace(tmp, self.root / gen_name)
+        pointer = self.root / ".CURRENT.tmp"
+        pointer.write_text(gen_name + "\n")
+        _fsync(pointer)
+        os.replace(pointer, self.current_file)
+        self._collect_garbage(keep=gen_name)
+        return self.root / gen_name
+
+    def _collect_garbage(self, keep: str) -> None:
+        for p in self.root.iterdir():
+            if p.is_dir() and p.name != keep and (p.name.startswith("gen-") or p.name.startswith(".tmp-")):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())

@@ -1,0 +1,51 @@
+"""Prompts for the answer model: fixed instructions first (llama.cpp reuses that prefix),
+then the numbered passages, then the question."""
+
+from __future__ import annotations
+
+from rag.generation import ChatMessage
+from rag.types import Passage
+
+NOT_FOUND_VI = "Không tìm thấy thông tin này trong các bài viết."
+NOT_FOUND_EN = "Not found in the articles."
+
+SYSTEM_VI = (
+    "Bạn là trợ lý hỏi đáp về các bài báo tiếng Việt. Chỉ dùng thông tin trong các đoạn trích "
+    "được đánh số [1], [2], … mà người dùng đưa ra; không dùng hiểu biết riêng, không bịa số liệu.\n"
+    "Trả lời ngắn gọn, đúng trọng tâm, bằng tiếng Việt. Sau mỗi ý ghi số đoạn trích làm nguồn, "
+    "ví dụ: Hơn 170 thỏa thuận đã được ký kết [1].\n"
+    f'Nếu các đoạn trích không chứa câu trả lời, chỉ trả lời đúng một câu: "{NOT_FOUND_VI}"'
+)
+
+SYSTEM_EN = (
+    "You answer questions about Vietnamese news articles. Use only the numbered passages [1], "
+    "[2], … given by the user; never use outside knowledge and never invent figures.\n"
+    "Answer briefly, in English, quoting names and numbers as written in the passages. After "
+    "each claim put the number of the passage it comes from, for example: More than 170 "
+    "agreements were signed [1].\n"
+    f'If the passages do not contain the answer, reply with exactly: "{NOT_FOUND_EN}"'
+)
+
+
+def format_passages(passages: list[Passage]) -> str:
+    blocks = []
+    for i, p in enumerate(passages, 1):
+        head = f"[{i}] ({p.chunk.title})" if p.chunk.title else f"[{i}]"
+        blocks.append(f"{head}\n{p.chunk.text}")
+    return "\n\n".join(blocks)
+
+
+def build_messages(
+    question: str, passages: list[Passage], *, english: bool, history: list[ChatMessage]
+) -> list[ChatMessage]:
+    system = SYSTEM_EN if english else SYSTEM_VI
+    label_q = "Question" if english else "Câu hỏi"
+    label_p = "Passages" if english else "Các đoạn trích"
+    messages: list[ChatMessage] = [{"role": "system", "content": system}]
+    # Earlier turns are kept short: their answers only, so the prompt stays small.
+    for turn in history[-4:]:
+        if turn["role"] in ("user", "assistant"):
+            messages.append({"role": turn["role"], "content": turn["content"][:600]})
+    body = f"{label_p}:\n\n{format_passages(passages)}\n\n{label_q}: {question}"
+    messages.append({"role": "user", "content": body})
+    return messages

@@ -1,0 +1,440 @@
+"""The RAG service in plain Python: ingest, search, ask and stream. It knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
+from rag.generation import ChatMessage, FakeGenerator, Generator, LlamaCppGenerator
+from rag.grounding import ground_answer, is_abstention
+from rag.index import CorpusIndex, FileRecord, IndexError_, IndexStore
+from rag.ingest.chunking import chunk_article
+from rag.ingest.loader import UnreadableFile, decode_article, discover
+from rag.models import resolve
+from rag.prompts import NOT_FOUND_EN, NOT_FOUND_VI, build_messages
+from rag.settings import Settings
+from rag.text import looks_english, nfc
+from rag.types import Answer, Citation, Passage, Timings
+
+log = logging.getLogger("rag")
+
+_SAFE_NAME = re.compile(r"^[\w][\w .()+,-]{0,200}$", re.UNICODE)
+
+
+class QuestionError(ValueError):
+    """The question cannot be answered as given (empty, too long)."""
+
+
+class DocumentError(ValueError):
+    """A document name or body is not acceptable."""
+
+
+@dataclass
+class IngestReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    chunks: int = 0
+    embedded: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class StreamEvent:
+    """One step of an answer as it is produced: evidence first, then tokens, then the result."""
+
+    kind: Literal["passages", "token", "done"]
+    passages: list[Citation] = field(default_factory=list)
+    token: str = ""
+    answer: Answer | None = None
+
+
+def check_document_name(name: str) -> str:
+    """Accept a bare file name (no folders, no traversal) ending in .txt or .md."""
+    name = nfc(name.strip())
+    if (
+        not name
+        or name != Path(name).name
+        or name.startswith(".")
+        or not _SAFE_NAME.match(name)
+        or Path(name).suffix.lower() not in (".txt", ".md")
+    ):
+        raise DocumentError(
+            f"invalid document name {name!r}: use a plain file name ending in .txt or .md"
+        )
+    return name
+
+
+class RAG:
+    """Retrieval-augmented answering over a folder of articles.
+
+    Engines come in through the constructor, so tests pass fakes and tools pass whatever they
+    need; ``RAG.from_settings()`` builds the configured ones.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        generator: Generator | None = None,
+        *,
+        store: IndexStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self._generator = generator
+        self._generator_lock = threading.Lock()
+        self.store = store or IndexStore(settings.index_dir)
+        self._write_lock = threading.Lock()
+        self.index = CorpusIndex(embedder.identity, embedder.dim)
+        if self.store.exists():
+            self.index = self.store.load(expected_embedder=embedder.identity)
+
+    # --- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, *, load_index: bool = True) -> RAG:
+        settings = settings or Settings()
+        embedder: Embedder
+        if settings.embedder == "fake":
+            embedder = HashingEmbedder()
+        else:
+            model = resolve(settings.embedding_model, settings.models_dir, "embedder")
+            embedder = SentenceTransformerEmbedder(
+                model,
+                n_threads=settings.n_threads,
+                batch_size=settings.embed_batch_size,
+                max_seq_length=settings.embed_max_seq_length,
+            )
+        store = IndexStore(settings.index_dir)
+        if not load_index:
+            store = IndexStore(settings.index_dir)
+        return cls(settings, embedder, None, store=store)
+
+    @property
+    def generator(self) -> Generator:
+        """The answer engine, loaded on first use (search alone never loads it)."""
+        with self._generator_lock:
+            if self._generator is None:
+                s = self.settings
+                if s.generator == "fake":
+                    self._generator = FakeGenerator()
+                else:
+                    path = resolve(s.generator_model, s.models_dir, "generator")
+                    self._generator = LlamaCppGenerator(
+                        Path(path), n_ctx=s.n_ctx, n_threads=s.n_threads
+                    )
+            return self._generator
+
+    # --- documents ----------------------------------------------------------------------------
+    def documents(self) -> list[FileRecord]:
+        return sorted(self.index.files.values(), key=lambda r: r.name)
+
+    def ingest(self, paths: list[Path] | None = None, *, rebuild: bool = False) -> IngestReport:
+        """Bring the index in line with the corpus folder.
+
+        Files given in ``paths`` that live elsewhere are first copied into the corpus folder
+        (it is the one source of truth, and citations name its files). Unchanged files are
+        skipped, changed ones re-chunked (vectors of unchanged chunks reused), deleted ones
+        dropped. Unreadable files are reported in ``skipped`` and change nothing.
+        """
+        t0 = time.perf_counter()
+        report = IngestReport()
+        data_dir = self.settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with self._write_lock:
+            for src in discover(list(paths or [])):
+                if src.resolve().parent == data_dir.resolve():
+                    continue
+                try:
+                    name = check_document_name(src.name)
+                    decode_article(name, src.read_bytes())
+                except (UnreadableFile, DocumentError) as exc:
+                    report.skipped[src.name] = str(exc)
+                    log.warning("skipped %s", exc)
+                    continue
+                shutil.copyfile(src, data_dir / name)
+            self._sync(report, rebuild=rebuild)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def add_document(self, name: str, data: bytes) -> IngestReport:
+        """Store one uploaded document in the corpus folder and index it incrementally."""
+        name = check_document_name(name)
+        decode_article(name, data)  # refuse before anything is written
+        target = self.settings.data_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{name}.upload")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+        report = IngestReport()
+        with self._write_lock:
+            self._sync(report)
+        return report
+
+    def delete_document(self, name: str) -> IngestReport:
+        name = check_document_name(name)
+        target = self.settings.data_dir / name
+        if name not in self.index.files and not target.exists():
+            raise KeyError(name)
+        target.unlink(missing_ok=True)
+        report = IngestReport()
+        with self._write_lock:
+            self._sync(report)
+        return report
+
+    def _sync(self, report: IngestReport, *, rebuild: bool = False) -> None:
+        s = self.settings
+        old = self.index if not rebuild else CorpusIndex(self.embedder.identity, self.embedder.dim)
+        old_by_file: dict[str, list[int]] = {}
+        for i, c in enumerate(old.chunks):
+            old_by_file.setdefault(c.source, []).append(i)
+        vec_by_hash = {c.hash: old.vectors[i] for i, c in enumerate(old.chunks)}
+
+        files: dict[str, FileRecord] = {}
+        keep_rows: list[int] = []
+        new_chunks = []
+        seen: set[str] = set()
+        for path in discover([s.data_dir]):
+            name = path.name
+            if name in seen:
+                report.skipped[str(path)] = f"{path}: another file is already named {name}"
+                continue
+            seen.add(name)
+            data = path.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            prev = old.files.get(name)
+            if prev is not None and prev.sha256 == sha:
+                files[name] = prev
+                keep_rows.extend(old_by_file.get(name, []))
+                report.unchanged.append(name)
+                continue
+            try:
+                text = decode_article(name, data)
+            except UnreadableFile as exc:
+                report.skipped[name] = str(exc)
+                log.warning("skipped %s", exc)
+                if prev is not None:  # keep serving the last good version
+                    files[name] = prev
+                    keep_rows.extend(old_by_file.get(name, []))
+                continue
+            doc, chunks = chunk_article(
+                name, text, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap
+            )
+            files[name] = FileRecord(
+                name=name, sha256=sha, size=len(data), chunks=len(chunks),
+                indexed_at=time.time(), title=doc.title, date=doc.date,
+            )  # fmt: skip
+            (report.updated if prev is not None else report.added).append(name)
+            new_chunks.extend(chunks)
+        report.removed = sorted(set(old.files) - set(files))
+        if not (report.added or report.updated or report.removed) and not rebuild:
+            report.chunks = len(self.index.chunks)
+            return
+
+        import numpy as np
+
+        from rag.index import CorpusIndex as _CI
+
+        todo = [c for c in new_chunks if c.hash not in vec_by_hash]
+        if todo:
+            fresh = self.embedder.embed_documents([embed_text(c) for c in todo])
+            vec_by_hash.update({c.hash: fresh[i] for i, c in enumerate(todo)})
+        report.embedded = len(todo)
+        chunks = [old.chunks[i] for i in keep_rows] + new_chunks
+        vectors = (
+            np.stack([vec_by_hash[c.hash] for c in chunks]).astype(np.float32)
+            if chunks
+            else np.zeros((0, self.embedder.dim), dtype=np.float32)
+        )
+        index = _CI(self.embedder.identity, self.embedder.dim, chunks, vectors, files)
+        index.build()
+        self.store.save(index)
+        self.index = index  # one reference swap: readers see the old or the new index, whole
+        report.chunks = len(chunks)
+
+    # --- retrieval ---------------------------------------------------------------------------
+    def retrieve(self, query: str, k: int | None = None) -> list[Passage]:
+        """Hybrid search: dense (FAISS) and BM25 rankings fused by reciprocal rank."""
+        k = k or self.settings.top_k
+        index = self.index
+        if not index.chunks:
+            return []
+        query = nfc(query)
+        depth = max(4 * k, 30)
+        dense = index.dense(self.embedder.embed_query(query), depth)
+        ranked: dict[int, dict[str, int]] = {}
+        for r, (row, _) in enumerate(dense):
+            ranked.setdefault(row, {})["dense"] = r + 1
+        if self.settings.hybrid:
+            for r, (row, _) in enumerate(index.lexical(query, depth)):
+                ranked.setdefault(row, {})["bm25"] = r + 1
+        c = self.settings.rrf_k
+        fused = sorted(
+            ((sum(1.0 / (c + rank) for rank in ranks.values()), row) for row, ranks in ranked.items()),
+            reverse=True,
+        )
+        dense_score = dict(dense)
+        out = []
+        for score, row in fused[:k]:
+            chunk = index.chunks[row]
+            ranks = ranked[row]
+            p = Passage(chunk=chunk, score=score, original_text="", ranks=ranks)
+            p.dense_score = dense_score.get(row, 0.0)  # type: ignore[attr-defined]
+            out.append(p)
+        self._attach_original(out)
+        return out
+
+    def _attach_original(self, passages: list[Passage]) -> None:
+        cache: dict[str, str] = {}
+        for p in passages:
+            src = p.chunk.source
+            if src not in cache:
+                try:
+                    cache[src] = decode_article(src, (self.settings.data_dir / src).read_bytes())
+                except (OSError, UnreadableFile):
+                    cache[src] = ""
+            text = cache[src][p.chunk.start : p.chunk.end]
+            p.original_text = text if text else p.chunk.text
+
+    def search(self, query: str, k: int | None = None) -> list[Citation]:
+        """Ranked passages for ``query`` in the citation shape (``n`` is the rank)."""
+        self.check_question(query)
+        return [to_citation(i, p) for i, p in enumerate(self.retrieve(query, k), 1)]
+
+    # --- answering ---------------------------------------------------------------------------
+    def check_question(self, question: str) -> str:
+        q = nfc(question).strip()
+        if not q:
+            raise QuestionError("the question is empty")
+        if len(q) > self.settings.max_question_chars:
+            raise QuestionError(
+                f"the question has {len(q)} characters; the limit is "
+                f"{self.settings.max_question_chars}"
+            )
+        return q
+
+    def search_query(self, question: str, history: list[ChatMessage]) -> str:
+        """A follow-up ("Còn năm 2021 thì sao?") is searched together with the previous question."""
+        prev = [m["content"] for m in history if m["role"] == "user"]
+        if prev and len(question.split()) <= 12:
+            return f"{prev[-1]} {question}"
+        return question
+
+    def ask(
+        self,
+        question: str,
+        *,
+        top_k: int | None = None,
+        history: list[ChatMessage] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Answer:
+        answer = None
+        for event in self.stream(
+            question, top_k=top_k, history=history, max_tokens=max_tokens, temperature=temperature
+        ):
+            if event.kind == "done":
+                answer = event.answer
+        assert answer is not None
+        return answer
+
+    def stream(
+        self,
+        question: str,
+        *,
+        top_k: int | None = None,
+        history: list[ChatMessage] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Answer ``question`` step by step; closing the iterator stops the generation."""
+        t0 = time.perf_counter()
+        s = self.settings
+        q = self.check_question(question)
+        history = history or []
+        english = looks_english(q)
+        passages = self.retrieve(self.search_query(q, history), top_k or s.top_k)
+        shown = [to_citation(i, p) for i, p in enumerate(passages, 1)]
+        timings = Timings(retrieval=(time.perf_counter() - t0) * 1000)
+        yield StreamEvent("passages", passages=shown)
+
+        context = passages[: s.context_k]
+        not_found = NOT_FOUND_EN if english else NOT_FOUND_VI
+        best = max((getattr(p, "dense_score", 0.0) for p in passages), default=0.0)
+        if not context or (s.min_score > 0 and best < s.min_score):
+            timings.total = (time.perf_counter() - t0) * 1000
+            yield StreamEvent("token", token=not_found)
+            yield StreamEvent("done", answer=Answer(
+                question=q, answer=not_found, abstained=True, citations=[], passages=shown,
+                timings_ms=timings,
+            ))  # fmt: skip
+            return
+
+        messages = build_messages(q, context, english=english, history=history)
+        pieces: list[str] = []
+        for piece in self.generator.stream_chat(
+            messages,
+            max_tokens=max_tokens or s.max_tokens,
+            temperature=s.temperature if temperature is None else temperature,
+        ):
+            if timings.first_token is None:
+                timings.first_token = (time.perf_counter() - t0) * 1000
+            pieces.append(piece)
+            yield StreamEvent("token", token=piece)
+        timings.generated_tokens = len(pieces)
+        raw = "".join(pieces).strip()
+        if is_abstention(raw):
+            text, cited, abstained = not_found, [], True
+        else:
+            text, cited = ground_answer(raw, context)
+            abstained = False
+        citations = [to_citation(n, context[n - 1]) for n in cited]
+        timings.total = (time.perf_counter() - t0) * 1000
+        yield StreamEvent("done", answer=Answer(
+            question=q, answer=text, abstained=abstained, citations=citations, passages=shown,
+            timings_ms=timings,
+        ))  # fmt: skip
+
+    def health(self) -> dict[str, object]:
+        return {
+            "status": "ok",
+            "files": len(self.index.files),
+            "chunks": len(self.index.chunks),
+            "embedding_model": self.embedder.identity,
+            "generator_model": self.settings.generator_model
+            if self.settings.generator != "fake"
+            else "fake",
+        }
+
+
+def embed_text(chunk: object) -> str:
+    """What is embedded for a chunk: its article title gives every passage its topic."""
+    title = getattr(chunk, "title", "")
+    text: str = getattr(chunk, "text", "")
+    return f"{title}\n{text}" if title and not text.startswith(title) else text
+
+
+def to_citation(n: int, p: Passage) -> Citation:
+    return Citation(
+        n=n,
+        source=p.chunk.source,
+        start=p.chunk.start,
+        end=p.chunk.end,
+        text=p.original_text,
+        score=round(p.score, 6),
+        title=p.chunk.title,
+    )
+
+
+__all__ = ["RAG", "DocumentError", "IndexError_", "IngestReport", "QuestionError", "StreamEvent"]

@@ -1,0 +1,94 @@
+"""One typed settings object for the library, the CLI and the HTTP API (env prefix ``RAG_``)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_GENERATOR = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+SMALL_GENERATOR = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+DEFAULT_EMBEDDER = "embeddinggemma-300m"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Each field can be set with ``RAG_<NAME>`` or in a ``.env``."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------------
+    data_dir: Path = Field(Path("data/articles"), description="Folder of the articles to index.")
+    index_dir: Path = Field(Path("index"), description="Folder of the built index.")
+    models_dir: Path = Field(
+        Path("models"), description="Folder of the model manifest and the downloaded weights."
+    )
+
+    # --- engines -----------------------------------------------------------------------------
+    embedder: Literal["sentence-transformers", "fake"] = Field(
+        "sentence-transformers",
+        description="Embedding engine; 'fake' is a deterministic hashing embedder for tests.",
+    )
+    embedding_model: str = Field(
+        DEFAULT_EMBEDDER,
+        description="A manifest model name, a sentence-transformers folder, or a model name "
+        "already in the local Hugging Face cache.",
+    )
+    embed_batch_size: int = Field(16, ge=1, description="Passages per embedding batch.")
+    embed_max_seq_length: int = Field(
+        512, ge=32, description="Token limit of the embedder (longer passages are truncated)."
+    )
+    generator: Literal["llama-cpp", "fake"] = Field(
+        "llama-cpp", description="Answer engine; 'fake' returns extractive answers for tests."
+    )
+    generator_model: str = Field(
+        DEFAULT_GENERATOR, description="A manifest model name or a path to any GGUF file."
+    )
+    n_threads: int = Field(
+        default_factory=lambda: max(1, len(os.sched_getaffinity(0))),
+        ge=1,
+        description="CPU threads for llama.cpp and torch (defaults to the cores available).",
+    )
+    n_ctx: int = Field(4096, ge=512, description="Context window of the answer model.")
+    max_tokens: int = Field(320, ge=1, description="Most tokens an answer may have.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+
+    # --- chunking and retrieval ----------------------------------------------------------------
+    chunk_size: int = Field(900, ge=100, description="Target chunk length in characters.")
+    chunk_overlap: int = Field(150, ge=0, description="Overlap between chunks in characters.")
+    top_k: int = Field(5, ge=1, le=50, description="Passages returned by search and ask.")
+    context_k: int = Field(3, ge=1, le=20, description="Most passages put in the prompt.")
+    hybrid: bool = Field(True, description="Fuse BM25 with dense search (reciprocal rank).")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
+    min_score: float = Field(
+        0.0,
+        description="Abstain without calling the model when the best dense similarity is "
+        "below this (0 disables).",
+    )
+
+    # --- HTTP -------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the server binds to.")
+    port: int = Field(8000, description="Port the server listens on.")
+    max_question_chars: int = Field(2000, ge=1, description="Longest question accepted.")
+    max_upload_bytes: int = Field(2_000_000, ge=1, description="Largest accepted upload.")
+    max_waiting: int = Field(
+        8, ge=0, description="Generations that may wait for the model; beyond, HTTP 503."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (none by default)."
+    )
+    api_keys: list[str] = Field(
+        default_factory=list, description="Bearer keys; when set, writes require one."
+    )
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.models_dir / "manifest.json"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

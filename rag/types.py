@@ -1,0 +1,76 @@
+"""The public value types of the library: what a chunk, a citation and an answer are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A passage of one article, with where it came from in the ORIGINAL file.
+
+    ``original[start:end]`` is exactly the passage as it appears in the file; ``text`` is the
+    cleaned, NFC-normalised form that is embedded and shown to the answer model.
+    """
+
+    id: str
+    source: str
+    start: int
+    end: int
+    text: str
+    hash: str
+    title: str = ""
+    date: str = ""
+
+
+@dataclass
+class Passage:
+    """A chunk retrieved for a query, with its fused score and the raw evidence of its rank."""
+
+    chunk: Chunk
+    score: float
+    original_text: str
+    ranks: dict[str, int] = field(default_factory=dict)
+
+
+class Citation(BaseModel):
+    """One cited passage; ``source`` is the article's file name, ``start``/``end`` are offsets
+    in that file such that ``file[start:end] == text``."""
+
+    n: int = Field(description="The [n] marker used in the answer text.")
+    source: str = Field(description="File name of the article, as in the corpus folder.")
+    start: int = Field(description="Start offset (characters) of the passage in the file.")
+    end: int = Field(description="End offset (characters, exclusive) of the passage in the file.")
+    text: str = Field(description="The passage exactly as in the file: file[start:end].")
+    score: float = Field(description="Retrieval score (higher is better).")
+    title: str = Field(default="", description="Title of the article, when the text gives one.")
+
+
+class Timings(BaseModel):
+    retrieval: float = Field(0.0, description="Milliseconds spent retrieving passages.")
+    first_token: float | None = Field(
+        None, description="Milliseconds from the request to the first answer token."
+    )
+    total: float = Field(0.0, description="Milliseconds for the whole request.")
+    generated_tokens: int = Field(0, description="Number of tokens the answer model produced.")
+    prompt_tokens: int = Field(0, description="Number of tokens in the prompt.")
+
+
+class Answer(BaseModel):
+    """The answer to one question, with the passages that support it."""
+
+    question: str = Field(description="The question as asked.")
+    answer: str = Field(description="The answer text, with [n] markers pointing at citations.")
+    abstained: bool = Field(
+        description="True when the articles do not hold the answer and the service said so."
+    )
+    citations: list[Citation] = Field(
+        default_factory=list, description="Passages cited by the answer's [n] markers."
+    )
+    passages: list[Citation] = Field(
+        default_factory=list,
+        description="All passages retrieved for the question, best first (also when abstaining).",
+    )
+    timings_ms: Timings = Field(default_factory=Timings)

@@ -1,0 +1,50 @@
+"""Shared fixtures: a copy of the real articles and a RAG service on deterministic fake engines."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rag.embedding import HashingEmbedder
+from rag.generation import FakeGenerator
+from rag.service import RAG
+from rag.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTICLES = ROOT / "data" / "articles"
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    d = tmp_path / "articles"
+    shutil.copytree(ARTICLES, d)
+    return d
+
+
+@pytest.fixture
+def settings(tmp_path: Path, corpus: Path) -> Settings:
+    return Settings(
+        data_dir=corpus,
+        index_dir=tmp_path / "index",
+        models_dir=ROOT / "models",
+        embedder="fake",
+        generator="fake",
+        n_threads=2,
+    )
+
+
+@pytest.fixture
+def fake_generator() -> FakeGenerator:
+    return FakeGenerator()
+
+
+@pytest.fixture
+def rag(settings: Settings, fake_generator: FakeGenerator) -> RAG:
+    service = RAG(settings, HashingEmbedder(), fake_generator)
+    service.ingest()
+    return service

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.embedding import HashingEmbedder
+from rag.generation import FakeGenerator
+from rag.index import IndexError_
+from rag.prompts import NOT_FOUND_EN, NOT_FOUND_VI
+from rag.service import RAG, DocumentError, QuestionError
+from rag.settings import Settings
+
+Q170 = "Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?"
+
+
+def test_ingest_indexes_every_article_with_exact_offsets(rag: RAG, corpus: Path) -> None:
+    assert len(rag.index.files) == 5
+    assert len(rag.index.chunks) > 20
+    for chunk in rag.index.chunks:
+        original = (corpus / chunk.source).read_text(encoding="utf-8")
+        assert 0 <= chunk.start < chunk.end <= len(original)
+        # The cleaned passage comes from this span of the original file.
+        assert chunk.text.split()[0] in original[chunk.start : chunk.end]
+
+
+def test_search_returns_citations_that_slice_the_file(rag: RAG, corpus: Path) -> None:
+    hits = rag.search("thỏa thuận hợp tác đã được ký kết năm 2024", 5)
+    assert [h.n for h in hits] == [1, 2, 3, 4, 5]
+    for h in hits:
+        original = (corpus / h.source).read_text(encoding="utf-8")
+        assert original[h.start : h.end] == h.text
+    assert hits[0].source == "003_1f44b7b7ded05db5.txt"
+
+
+def test_search_without_diacritics_finds_the_directive(rag: RAG) -> None:
+    hits = rag.search("chi thi 15 ban hanh ngay nao", 3)
+    assert any("Chỉ thị số 15-CT/TW" in h.text for h in hits)
+
+
+def test_reingest_skips_unchanged_replaces_changed_drops_deleted(rag: RAG, corpus: Path) -> None:
+    report = rag.ingest()
+    assert report.unchanged and not (report.added or report.updated or report.removed)
+    assert report.embedded == 0
+
+    changed = corpus / "001_8edc742d7bef5736.txt"
+    changed.write_text(changed.read_text(encoding="utf-8") + "\n\nĐoạn mới về hợp tác.\n", "utf-8")
+    (corpus / "004_f840cf0540fc0e3d.txt").unlink()
+    report = rag.ingest()
+    assert report.updated == ["001_8edc742d7bef5736.txt"]
+    assert report.removed == ["004_f840cf0540fc0e3d.txt"]
+    # Only the chunks whose content changed were embedded again.
+    assert 0 < report.embedded < 4
+    assert {c.source for c in rag.index.chunks} == {
+        "000_0a6a60240146a7b2.txt", "001_8edc742d7bef5736.txt",
+        "002_f0839f41b8944c8b.txt", "003_1f44b7b7ded05db5.txt",
+    }  # fmt: skip
+
+
+def test_the_index_survives_a_restart(rag: RAG, settings: Settings) -> None:
+    again = RAG(settings, HashingEmbedder(), FakeGenerator())
+    assert len(again.index.chunks) == len(rag.index.chunks)
+    assert again.search(Q170, 1)[0].source == "003_1f44b7b7ded05db5.txt"
+
+
+def test_bad_files_are_skipped_and_nothing_else_is_lost(rag: RAG, corpus: Path) -> None:
+    before = len(rag.index.chunks)
+    (corpus / "latin1.txt").write_bytes("Hà Nội".encode("cp1258", errors="replace") + b"\xff\xfe")
+    (corpus / "binary.txt").write_bytes(b"\x00\x01\x02PNG")
+    report = rag.ingest()
+    assert set(report.skipped) == {"latin1.txt", "binary.txt"}
+    assert "UTF-8" in report.skipped["latin1.txt"]
+    assert "binary" in report.skipped["binary.txt"]
+    assert len(rag.index.chunks) == before
+
+
+def test_ask_cites_the_right_file(rag: RAG, corpus: Path) -> None:
+    answer = rag.ask(Q170)
+    assert not answer.abstained
+    assert "170" in answer.answer
+    assert answer.citations
+    assert answer.citations[0].source == "003_1f44b7b7ded05db5.txt"
+    for c in answer.citations:
+        assert f"[{c.n}]" in answer.answer
+        assert (corpus / c.source).read_text(encoding="utf-8")[c.start : c.end] == c.text
+
+
+def test_ask_abstains_when_the_model_says_not_found(settings: Settings) -> None:
+    gen = FakeGenerator(replies=[NOT_FOUND_VI])
+    service = RAG(settings, HashingEmbedder(), gen)
+    service.ingest()
+    answer = service.ask("GDP của Việt Nam năm 2024 tăng bao nhiêu phần trăm?")
+    assert answer.abstained
+    assert answer.answer == NOT_FOUND_VI
+    assert answer.citations == []
+    assert answer.passages  # the nearest passages are still returned for a person to check
+
+
+def test_english_question_gets_english_instructions(rag: RAG, fake_generator: FakeGenerator) -> None:
+    fake_generator.replies.append("Not found in the articles.")
+    answer = rag.ask("How many cooperation agreements were signed in 2024?")
+    assert answer.abstained and answer.answer == NOT_FOUND_EN
+    assert "English" in fake_generator.calls[-1][0]["content"]
+
+
+def test_invalid_markers_are_dropped_and_missing_ones_added(rag: RAG, fake_generator: FakeGenerator) -> None:
+    fake_generator.replies.append("Hơn 170 thỏa thuận hợp tác đã được ký kết [9].")
+    answer = rag.ask(Q170)
+    assert "[9]" not in answer.answer
+    assert len(answer.citations) == 1 and f"[{answer.citations[0].n}]" in answer.answer
+    assert "170" in answer.citations[0].text
+
+
+@pytest.mark.parametrize("question", ["", "   \n\t", "x" * 2001])
+def test_bad_questions_are_refused(rag: RAG, question: str) -> None:
+    with pytest.raises(QuestionError):
+        rag.ask(question)
+
+
+def test_follow_up_uses_the_conversation(rag: RAG) -> None:
+    history = [
+        {"role": "user", "content": "Hội nghị trực tuyến năm 2021 có bao nhiêu Đại sứ tham gia?"},
+        {"role": "assistant", "content": "96 Đại sứ [1]."},
+    ]
+    assert "Đại sứ" in rag.search_query("Ai chủ trì?", history)  # type: ignore[arg-type]
+
+
+def test_an_index_from_another_embedding_model_is_refused(rag: RAG, settings: Settings) -> None:
+    with pytest.raises(IndexError_, match="another|built with"):
+        RAG(settings, HashingEmbedder(dim=64), FakeGenerator())
+
+
+@pytest.mark.parametrize("name", ["../x.txt", "/etc/passwd.txt", "a/b.txt", ".hidden.txt", "x.pdf", ""])
+def test_document_names_are_checked(rag: RAG, name: str) -> None:
+    with pytest.raises(DocumentError):
+        rag.add_document(name, b"noi dung")
+
+
+def test_add_and_delete_document(rag: RAG, settings: Settings) -> None:
+    body = "Bài mới\n\nThành phố Đà Lạt đón 9 triệu lượt khách năm 2030.\n".encode()
+    report = rag.add_document("moi.txt", body)
+    assert report.added == ["moi.txt"]
+    assert (settings.data_dir / "moi.txt").read_bytes() == body
+    assert rag.search("Đà Lạt đón bao nhiêu lượt khách", 1)[0].source == "moi.txt"
+    report = rag.delete_document("moi.txt")
+    assert report.removed == ["moi.txt"]
+    assert all(c.source != "moi.txt" for c in rag.index.chunks)
+    with pytest.raises(KeyError):
+        rag.delete_document("moi.txt")
