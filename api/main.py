@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import GenerationGate
-from api.routes import ask, documents, health, search
+from api.routes import ask, documents, health, openai_compat, search
 from rag.service import RAG, QuestionError
 from rag.settings import Settings
 
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, rag: RAG | None = None) -> Fast
     async def bad_question(_: Request, exc: QuestionError) -> JSONResponse:
         return JSONResponse({"detail": f"invalid question: {exc}"}, status_code=422)
 
-    for module in (health, ask, search, documents):
+    for module in (health, ask, search, documents, openai_compat):
         app.include_router(module.router)
     if STATIC.is_dir():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")

@@ -8,6 +8,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ class HashingEmbedder(Embedder):
     def _vector(self, text: str) -> Vectors:
         v = np.zeros(self.dim, dtype=np.float32)
         toks = [fold(t) for t in words(text)]
-        for tok in toks + [a + "_" + b for a, b in zip(toks, toks[1:], strict=False)]:
+        for tok in toks + [a + "_" + b for a, b in pairwise(toks)]:
             bucket = int.from_bytes(hashlib.blake2b(tok.encode(), digest_size=4).digest(), "big")
             v[bucket % self.dim] += 1.0
         n = float(np.linalg.norm(v))
@@ -96,7 +97,7 @@ class SentenceTransformerEmbedder(Embedder):
         self._model.max_seq_length = min(max_seq_length, self._model.max_seq_length or 10**9)
         self._batch_size = batch_size
         self._lock = threading.Lock()  # torch modules are not safe to call from two threads
-        dim = self._model.get_sentence_embedding_dimension()
+        dim = self._model.get_embedding_dimension()
         if dim is None:
             raise RuntimeError(f"{model}: cannot tell the embedding dimension")
         self.dim = int(dim)
@@ -128,4 +129,5 @@ class SentenceTransformerEmbedder(Embedder):
                 )
             else:
                 out = self._model.encode([text], normalize_embeddings=True, convert_to_numpy=True)
-        return np.asarray(out, dtype=np.float32)[0]
+        vec: Vectors = np.asarray(out, dtype=np.float32)[0]
+        return vec

@@ -98,8 +98,7 @@ class FakeGenerator(Generator):
     ) -> Iterator[str]:
         self.calls.append(list(messages))
         reply = self.replies.pop(0) if self.replies else self._extract(messages[-1]["content"])
-        for piece in re.findall(r"\S+\s*", reply)[:max_tokens]:
-            yield piece
+        yield from re.findall(r"\S+\s*", reply)[:max_tokens]
 
     def _extract(self, prompt: str) -> str:
         question = prompt.rsplit("Câu hỏi:", 1)[-1] if "Câu hỏi:" in prompt else prompt

@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,9 @@ class CorpusIndex:
             return []
         if self._faiss is None:
             self.build()
-        scores, ids = self._faiss.search(query.reshape(1, -1).astype(np.float32), min(k, len(self.chunks)))
+        scores, ids = self._faiss.search(
+            query.reshape(1, -1).astype(np.float32), min(k, len(self.chunks))
+        )
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def lexical(self, query: str, k: int) -> list[tuple[int, float]]:
@@ -98,11 +101,12 @@ def lexical_tokens(text: str) -> list[str]:
     """Diacritic-folded syllables plus syllable bigrams, so accent-less queries still match and
     multi-syllable Vietnamese words ("ngoại giao") count as units."""
     toks = [fold(w) for w in words(text)]
-    return toks + [f"{a}_{b}" for a, b in zip(toks, toks[1:], strict=False)]
+    return toks + [f"{a}_{b}" for a, b in pairwise(toks)]
 
 
 def build_faiss(vectors: Vectors) -> Any:
     n, dim = vectors.shape
+    index: Any
     if n <= FLAT_LIMIT:
         index = faiss.IndexFlatIP(dim)
     else:
@@ -133,7 +137,9 @@ class IndexStore:
 
     def load(self, expected_embedder: str | None = None) -> CorpusIndex:
         if not self.exists():
-            raise IndexError_(f"no index in {self.root}/: build it with `rag ingest` (or `make index`)")
+            raise IndexError_(
+                f"no index in {self.root}/: build it with `rag ingest` (or `make index`)"
+            )
         gen = self.root / self.current_file.read_text().strip()
         try:
             manifest = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
@@ -145,19 +151,27 @@ class IndexStore:
                 raise ValueError("chunks.jsonl does not match its checksum")
             if _sha(vec_bytes) != manifest["checksums"]["vectors.npy"]:
                 raise ValueError("vectors.npy does not match its checksum")
-            chunks = [Chunk(**json.loads(line)) for line in chunk_bytes.decode().splitlines() if line]
+            chunks = [
+                Chunk(**json.loads(line)) for line in chunk_bytes.decode().splitlines() if line
+            ]
             vectors = np.load(gen / "vectors.npy", allow_pickle=False)
             if vectors.shape != (len(chunks), manifest["dim"]):
-                raise ValueError(f"vectors have shape {vectors.shape}, expected ({len(chunks)}, {manifest['dim']})")
+                raise ValueError(
+                    f"vectors have shape {vectors.shape}, "
+                    f"expected ({len(chunks)}, {manifest['dim']})"
+                )
             fidx = faiss.read_index(str(gen / "vectors.faiss"))
             if fidx.ntotal != len(chunks):
                 raise ValueError("vectors.faiss does not hold one vector per chunk")
             files = {n: FileRecord(**r) for n, r in manifest["files"].items()}
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise IndexError_(f"the index in {gen} is corrupt or unreadable ({exc}); {REBUILD_HINT}") from exc
+            raise IndexError_(
+                f"the index in {gen} is corrupt or unreadable ({exc}); {REBUILD_HINT}"
+            ) from exc
         if expected_embedder is not None and manifest["embedder"] != expected_embedder:
             raise IndexError_(
-                f"the index in {self.root}/ was built with embedding model {manifest['embedder']!r}, "
+                f"the index in {self.root}/ was built with embedding model "
+                f"{manifest['embedder']!r}, "
                 f"but the service is configured with {expected_embedder!r}; {REBUILD_HINT}"
             )
         index = CorpusIndex(manifest["embedder"], manifest["dim"], chunks, vectors, files)
@@ -169,7 +183,9 @@ class IndexStore:
         gen_name = f"gen-{time.time_ns()}"
         tmp = self.root / f".tmp-{gen_name}"
         tmp.mkdir()
-        chunk_bytes = "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in index.chunks).encode()
+        chunk_bytes = "".join(
+            json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in index.chunks
+        ).encode()
         (tmp / "chunks.jsonl").write_bytes(chunk_bytes)
         np.save(tmp / "vectors.npy", index.vectors.astype(np.float32), allow_pickle=False)
         if index._faiss is None:
@@ -199,7 +215,11 @@ class IndexStore:
 
     def _collect_garbage(self, keep: str) -> None:
         for p in self.root.iterdir():
-            if p.is_dir() and p.name != keep and (p.name.startswith("gen-") or p.name.startswith(".tmp-")):
+            if (
+                p.is_dir()
+                and p.name != keep
+                and (p.name.startswith("gen-") or p.name.startswith(".tmp-"))
+            ):
                 shutil.rmtree(p, ignore_errors=True)
 
 

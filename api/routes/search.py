@@ -17,7 +17,9 @@ router = APIRouter(tags=["search"])
 @router.get("/v1/search", response_model=SearchResponse)
 async def search(
     rag: RagDep,
-    q: Annotated[str, Query(description="Query text (1–2,000 characters).", examples=["Chỉ thị 15"])],
+    q: Annotated[
+        str, Query(description="Query text (1–2,000 characters).", examples=["Chỉ thị 15"])
+    ],
     k: Annotated[int, Query(ge=1, le=50, description="Number of passages.")] = 5,
 ) -> SearchResponse:
     """Ranked passages for a query, in the same shape as `/v1/ask` citations (`n` is the rank).

@@ -1,0 +1,1 @@
+"""Evaluation harness: run the gold questions through the pipeline and report how it did."""
