@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rag.evaluation.cli import register as register_eval
 from rag.index import IndexError_
 from rag.models import ModelError, fetch, is_ready, load_manifest
 from rag.settings import DEFAULT_EMBEDDER, DEFAULT_GENERATOR, SMALL_GENERATOR, Settings
@@ -19,6 +20,7 @@ from rag.settings import DEFAULT_EMBEDDER, DEFAULT_GENERATOR, SMALL_GENERATOR, S
 app = typer.Typer(help="Offline question answering over Vietnamese articles.", no_args_is_help=True)
 models_app = typer.Typer(help="Fetch and verify the model weights.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+register_eval(app)
 console = Console(stderr=True)
 
 PROFILES = {

@@ -1,8 +1,16 @@
-"""Check an answer against the passages it cites: markers, support and abstention."""
+"""Check an answer against the passages it cites: markers, numbers, names, abstention.
+
+Small local models cite the wrong passage now and then and, asked what the passages do not
+say, invent figures. Every sentence of an answer is therefore checked: its numbers (and, in
+Vietnamese answers, its proper names) must occur in the passages; a marker pointing at a
+passage that does not hold the sentence's numbers is moved to one that does; a sentence
+nothing supports is dropped, and an answer left with no supported sentence becomes "not found".
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from rag.text import fold, normalize_numbers, words
 from rag.types import Passage
@@ -11,8 +19,22 @@ _MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _ABSTAIN = (
     "khong tim thay", "khong co thong tin", "khong duoc de cap", "khong neu", "not found",
     "no information", "do not contain", "does not contain", "not mentioned",
+    "khong duoc neu", "chua co thong tin",
 )  # fmt: skip
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NUMBER = re.compile(r"\d+(?:[.,/]\d+)*")
+# A sentence ends at . ! ? or a line break, optionally followed by its markers.
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)(?:\s*\[[\d,;\s]+\])*", re.M)
+
+
+@dataclass
+class Grounding:
+    text: str
+    cited: list[int]
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def supported(self) -> bool:
+        return bool(self.cited) and bool(self.text.strip())
 
 
 def markers(text: str) -> list[int]:
@@ -27,12 +49,34 @@ def is_abstention(answer: str) -> bool:
     folded = fold(answer)
     hit = any(p in folded for p in _ABSTAIN)
     if not hit:
-        return not answer.strip()
+        return not _MARKER.sub("", answer).strip()
     return not markers(answer) or any(folded.strip().startswith(p) for p in _ABSTAIN)
 
 
 def numbers(text: str) -> set[str]:
-    return set(_NUMBER.findall(normalize_numbers(text)))
+    """Numbers as written, with thousands separators removed (1.000 == 1000)."""
+    found = set()
+    for n in _NUMBER.findall(normalize_numbers(_MARKER.sub(" ", text))):
+        found.add(n.rstrip(".,"))
+    return found
+
+
+def _number_in(n: str, text_numbers: set[str]) -> bool:
+    if n in text_numbers:
+        return True
+    # "10/8/2022" answered as "10/8" or a date's year alone still counts as taken from the text.
+    return any(n in t.split("/") or t.startswith(n + "/") for t in text_numbers if "/" in t)
+
+
+def names(sentence: str) -> list[str]:
+    """Runs of two or more capitalised syllables (Vietnamese proper names), folded."""
+    runs: list[list[str]] = [[]]
+    for tok in re.findall(r"[\w-]+|\S", _MARKER.sub(" ", sentence)):
+        if tok[0].isupper() and tok[0].isalpha():
+            runs[-1].append(tok)
+        elif runs[-1]:
+            runs.append([])
+    return [fold(" ".join(r)) for r in runs if len(r) >= 2]
 
 
 def support(claim: str, passage_text: str) -> float:
@@ -44,24 +88,59 @@ def support(claim: str, passage_text: str) -> float:
     total = len(cw) + 2 * len(claim_nums)
     if total == 0:
         return 0.0
-    got = len(cw & pw) + 2 * len(claim_nums & pass_nums)
+    got = len(cw & pw) + 2 * sum(_number_in(n, pass_nums) for n in claim_nums)
     return got / total
 
 
-def ground_answer(answer: str, context: list[Passage]) -> tuple[str, list[int]]:
-    """Keep markers that point at real passages; when the answer has none, cite the passage
-    that supports it best. Returns the answer text and the cited passage numbers."""
-    valid = range(1, len(context) + 1)
+def _holds(sentence: str, passage: str, *, check_names: bool) -> bool:
+    nums = numbers(sentence)
+    pnums = numbers(passage)
+    if not all(_number_in(n, pnums) for n in nums):
+        return False
+    if check_names:
+        fp = " ".join(fold(w) for w in words(passage))
+        if not all(" ".join(n.split()) in fp for n in names(sentence)):
+            return False
+    return True
 
-    def fix(m: re.Match[str]) -> str:
-        ns = [n for n in markers(m.group(0)) if n in valid]
-        return "".join(f"[{n}]" for n in dict.fromkeys(ns))
 
-    text = _MARKER.sub(fix, answer).strip()
-    cited = list(dict.fromkeys(markers(text)))
-    if not cited and context:
-        scores = [support(text, p.chunk.text) for p in context]
-        best = max(range(len(context)), key=lambda i: scores[i])
-        cited = [best + 1]
-        text = f"{text} [{best + 1}]"
-    return text, sorted(cited)
+def ground_answer(
+    answer: str, context: list[Passage], *, question: str = "", check_names: bool = True
+) -> Grounding:
+    """Return the answer with each sentence's markers pointing at a passage that holds it."""
+    texts = [p.chunk.text for p in context]
+    qnums = numbers(question)
+    out: list[str] = []
+    cited: list[int] = []
+    dropped: list[str] = []
+    for raw in _SENTENCE.findall(answer):
+        sentence = raw.strip()
+        if not sentence:
+            continue
+        body = re.sub(r"\s+([.!?,;:])", r"\1", _MARKER.sub("", sentence)).strip()
+        if not body or body in {".", ","}:
+            continue
+        claimed = [n for n in markers(sentence) if 1 <= n <= len(texts)]
+        # Numbers the question itself gave ("năm 2024") need not be found again.
+        check = " ".join(x for x in [body] if x)
+        for q in qnums:
+            check = re.sub(rf"(?<![\d/]){re.escape(q)}(?![\d/])", " ", check)
+        holders = [
+            i + 1 for i, t in enumerate(texts) if _holds(check, t, check_names=check_names)
+        ]
+        good = [n for n in claimed if n in holders]
+        if not good and holders:
+            # Cite the holder that overlaps the sentence most (the model's marker was wrong).
+            good = [max(holders, key=lambda n: support(body, texts[n - 1]))]
+        if not good:
+            dropped.append(body)
+            continue
+        refs = "".join(f"[{n}]" for n in good)
+        end = len(body.rstrip(".!?"))
+        out.append(f"{body[:end].rstrip()} {refs}{body[end:]}")
+        cited.extend(good)
+    text = " ".join(out)
+    # Lists and line-broken answers read better kept as lines.
+    if "\n" in answer.strip() and len(out) > 1:
+        text = "\n".join(out)
+    return Grounding(text=text, cited=sorted(set(cited)), dropped=dropped)

@@ -397,12 +397,14 @@ class RAG:
             yield StreamEvent("token", token=piece)
         timings.generated_tokens = len(pieces)
         raw = "".join(pieces).strip()
-        cited: list[int]
-        if is_abstention(raw):
-            text, cited, abstained = not_found, [], True
-        else:
-            text, cited = ground_answer(raw, context)
-            abstained = False
+        cited: list[int] = []
+        text, abstained = not_found, True
+        if not is_abstention(raw):
+            grounded = ground_answer(raw, context, question=q, check_names=not english)
+            if grounded.supported:
+                text, cited, abstained = grounded.text, grounded.cited, False
+            else:
+                log.info("answer not supported by its passages, abstaining: %r", raw)
         citations = [to_citation(n, context[n - 1]) for n in cited]
         timings.total = (time.perf_counter() - t0) * 1000
         yield StreamEvent("done", answer=Answer(

@@ -127,4 +127,6 @@ def _print_summary(overall: dict[str, Any], retrieval_only: bool) -> None:
                 f"{name[:-3].replace('_', ' ')} p50 / p95 (ms)",
                 f"{fmt(p['p50'], unit='ms')} / {fmt(p['p95'], unit='ms')}",
             )
+    if "tokens_per_s" in speed:
+        table.add_row("decoding tokens/s", fmt(speed["tokens_per_s"], unit="tok/s"))
     console.print(table)

@@ -135,8 +135,10 @@ def build_config(
         "mode": "retrieval-only" if retrieval_only else "full",
         "search_k": SEARCH_K,
         "seconds": round(seconds, 2),
-        "git": {"commit": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None
-                else None},
+        "git": {
+            "commit": _git("rev-parse", "HEAD"),
+            "dirty": bool(status) if status is not None else None,
+        },
         "machine": {
             "cores": os.cpu_count(),
             "cores_available": len(os.sched_getaffinity(0)),
@@ -145,7 +147,7 @@ def build_config(
             "python": platform.python_version(),
         },
         **backend,
-    }  # fmt: skip
+    }
 
 
 # --- report object -----------------------------------------------------------------------------
@@ -156,6 +158,7 @@ class Report:
     summary: dict[str, Any]
     baseline: Report | None = None
     baseline_path: str | None = None
+    baseline_note: str = ""
 
     @property
     def with_answers(self) -> bool:
@@ -171,7 +174,22 @@ class Report:
     ) -> Report:
         with_answers = config.get("mode") != "retrieval-only"
         summary = summarize(records, with_answers=with_answers)
-        return cls(config, records, summary, baseline, baseline_path)
+        note = ""
+        if baseline is not None and baseline.records:
+            ids = {r.id for r in records}
+            kept = [r for r in baseline.records if r.id in ids]
+            # A change means something only over the same questions (e.g. a --limit run).
+            if kept and len(kept) < len(baseline.records):
+                note = (
+                    f"the baseline is restricted to the {len(kept)} questions of this run "
+                    f"(it has {len(baseline.records)})"
+                )
+                base_summary = summarize(kept, with_answers=baseline.with_answers)
+                baseline = Report(baseline.config, kept, base_summary)
+            missing = len(ids - {r.id for r in baseline.records})
+            if missing:
+                note += ("; " if note else "") + f"{missing} questions are not in the baseline"
+        return cls(config, records, summary, baseline, baseline_path, note)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -188,6 +206,7 @@ class Report:
                 "date": self.baseline.config.get("date"),
                 "commit": (self.baseline.config.get("git") or {}).get("commit"),
                 "mode": self.baseline.config.get("mode"),
+                "note": self.baseline_note,
             }
             out["delta"] = delta(self.summary, self.baseline.summary)
         return out
@@ -198,8 +217,11 @@ def load_report(path: Path) -> Report:
     if path.is_dir():
         path = path / "report.json"
     data = json.loads(path.read_text(encoding="utf-8"))
-    records = [ItemRecord.from_dict(d) for d in data.get("records", [])]
-    return Report(data.get("config", {}), records, data.get("summary", {}))
+    try:
+        records = [ItemRecord.from_dict(d) for d in data.get("records", [])]
+        return Report(data["config"], records, data["summary"])
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not an evaluation report ({exc!r})") from exc
 
 
 def write(report: Report, out: Path) -> dict[str, Path]:
@@ -253,6 +275,14 @@ def _unit(path: Sequence[str]) -> str:
     if path[0] == "speed":
         return "ms"
     return "rate"
+
+
+def _date(config: dict[str, Any]) -> str:
+    raw = str(config.get("date", ""))
+    try:
+        return datetime.fromisoformat(raw).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return raw
 
 
 def _cell(text: str, limit: int = 160) -> str:
@@ -321,25 +351,25 @@ _SUMMARY_ROWS: list[tuple[str, str, tuple[str, ...]]] = [
     ("questions", "errors", ("questions", "errors")),
 ]
 
-_TYPE_TABLES: list[tuple[str, bool, list[tuple[str, tuple[str, ...]]]]] = [
-    ("Retrieval", False, [
+_TYPE_TABLES: list[tuple[str, bool, str, list[tuple[str, tuple[str, ...]]]]] = [
+    ("Retrieval", False, "answerable", [
         ("hit@1", ("retrieval", "file_hit@1")), ("hit@3", ("retrieval", "file_hit@3")),
         ("hit@5", ("retrieval", "file_hit@5")), ("passage hit@1", ("retrieval", "passage_hit@1")),
         ("passage hit@3", ("retrieval", "passage_hit@3")),
         ("passage hit@5", ("retrieval", "passage_hit@5")),
         (f"MRR@{SEARCH_K}", ("retrieval", f"mrr@{SEARCH_K}")),
     ]),
-    ("Answers and citations", True, [
+    ("Answers and citations", True, "n", [
         ("accuracy", ("answers", "accuracy")), ("correct", ("answers", "correct")),
         ("token F1", ("answers", "token_f1")), ("abstained", ("answers", "abstained")),
         ("cit. precision", ("citations", "precision")), ("cit. recall", ("citations", "recall")),
         ("support", ("citations", "support")),
     ]),
-    ("Abstention", True, [
+    ("Abstention", True, "n", [
         ("precision", ("abstention", "precision")), ("recall", ("abstention", "recall")),
         ("F1", ("abstention", "f1")),
     ]),
-    ("Speed (ms)", False, [
+    ("Speed (ms; decoding in tokens/s)", False, "n", [
         ("retrieval p50", ("speed", "retrieval_ms", "p50")),
         ("retrieval p95", ("speed", "retrieval_ms", "p95")),
     ]),
@@ -395,7 +425,7 @@ def markdown(report: Report, *, image: str = "report.png") -> str:
     lines = [
         "# Evaluation report",
         "",
-        f"{cfg.get('date', '')} · commit `{commit}`{dirty} · backend {cfg.get('backend', '')}"
+        f"{_date(cfg)} · commit `{commit}`{dirty} · backend {cfg.get('backend', '')}"
         f"{' ' + str(cfg['url']) if cfg.get('url') else ''} · "
         f"{'retrieval only' if not with_answers else 'retrieval and answers'} · "
         f"{q['n']} questions ({q['answerable']} answerable, {q['unanswerable']} unanswerable) "
@@ -413,8 +443,9 @@ def markdown(report: Report, *, image: str = "report.png") -> str:
         bgit = (base.config.get("git") or {}).get("commit") or "unknown"
         lines += [
             "",
-            f"Compared with the baseline `{report.baseline_path}` ({base.config.get('date', '?')},"
-            f" commit `{bgit[:10]}`, {base.config.get('mode', '?')}): changes in brackets.",
+            f"Compared with the baseline `{report.baseline_path}` ({_date(base.config)},"
+            f" commit `{bgit[:10]}`, {base.config.get('mode', '?')}): changes in brackets"
+            + (f"; {report.baseline_note}." if report.baseline_note else "."),
         ]
     lines += ["", "## Definitions", "", DEFINITIONS.format(k=SEARCH_K), "## Summary", ""]
 
@@ -424,31 +455,54 @@ def markdown(report: Report, *, image: str = "report.png") -> str:
             continue
         if not with_answers and path[1] in ("first_token_ms", "total_ms", "tokens_per_s"):
             continue
-        value = fmt(_get(summary["overall"], path), _get(_get(bsum, ["overall"]), path),
-                    _unit(path), compare=cmp)  # fmt: skip
+        value = fmt(
+            _get(summary["overall"], path),
+            _get(_get(bsum, ["overall"]), path),
+            _unit(path),
+            compare=cmp,
+        )
         lines.append(f"| {group} | {label} | {value} |")
     lines += ["", f"![Per-type scores and latency distribution]({image})", ""]
 
     lines += ["## By question type", ""]
     types = list(summary["by_type"])
-    for title, needs_answers, columns in _TYPE_TABLES:
+    for title, needs_answers, count, columns in _TYPE_TABLES:
         if needs_answers and not with_answers:
             continue
         cols = list(columns)
         if title.startswith("Speed") and with_answers:
             cols += _ANSWER_SPEED
-        lines += [f"### {title}", "", "| type | n | " + " | ".join(c for c, _ in cols) + " |",
-                  "|---|---:|" + "---:|" * len(cols)]  # fmt: skip
+        lines += [
+            f"### {title}",
+            "",
+            f"| type | {count} | " + " | ".join(c for c, _ in cols) + " |",
+            "|---|---:|" + "---:|" * len(cols),
+        ]
         for t in [*types, "overall"]:
             node = summary["overall"] if t == "overall" else summary["by_type"][t]
             bnode = _get(bsum, ["overall"] if t == "overall" else ["by_type", t])
             cells = [fmt(_get(node, p), _get(bnode, p), _unit(p), compare=cmp) for _, p in cols]
             name = "**all**" if t == "overall" else t
-            lines.append(f"| {name} | {node['questions']['n']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | {node['questions'][count]} | " + " | ".join(cells) + " |")
         lines.append("")
 
     lines += _failures(report)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _retrieval_items(
+    recs: Sequence[ItemRecord],
+    base: dict[str, ItemRecord] | None,
+    ok: Callable[[ItemRecord], bool],
+) -> list[str]:
+    lines: list[str] = []
+    for r in recs:
+        lines += [
+            f"- **{r.id}** ({r.type}){_baseline_mark(r, base, ok)}: {_cell(r.question, 300)}",
+            f"  - expected: {_expected(r)}",
+            f"  - retrieved top 5: {_short_sources(r.retrieved, 5)}",
+        ]
+    return [*lines, ""] if lines else []
 
 
 def _failures(report: Report) -> list[str]:
@@ -483,21 +537,25 @@ def _failures(report: Report) -> list[str]:
     lines += [
         f"### Retrieval misses ({len(misses)})",
         "",
-        "Answerable questions with no passage of a gold file in the top 5 (✓ marks an "
-        "answer-bearing passage).",
+        "Answerable questions with no passage of a gold file in the top 5.",
         "",
     ]
-    if not misses:
-        lines += ["None.", ""]
-    for r in misses:
-        lines += [
-            f"- **{r.id}** ({r.type}){_baseline_mark(r, base, retrieval_ok)}: "
-            f"{_cell(r.question, 300)}",
-            f"  - expected: {', '.join(f'`{s}`' for s in r.sources)}; retrieved top 5: "
-            f"{_short_sources(r.retrieved, 5)}",
-        ]
+    lines += _retrieval_items(misses, base, retrieval_ok) or ["None.", ""]
+
+    def passage_ok(r: ItemRecord) -> bool:
+        return not retrieval_ok(r) or r.passage_hit.get("5", True)
+
+    partial = [r for r in recs if not passage_ok(r)]
+    lines += [
+        f"### Answer missing from the top 5 passages ({len(partial)})",
+        "",
+        "A gold file was retrieved, but its top-5 passages do not hold every required string "
+        "(✓ marks a passage that alone holds a full answer).",
+        "",
+    ]
+    lines += _retrieval_items(partial, base, passage_ok) or ["None.", ""]
     errors = [r for r in recs if r.error]
-    lines += ["", f"### Errors ({len(errors)})", ""]
+    lines += [f"### Errors ({len(errors)})", ""]
     lines += [f"- **{r.id}**: `{_cell(r.error or '', 300)}`" for r in errors] or ["None."]
     lines.append("")
     return lines
@@ -514,24 +572,35 @@ def figure(report: Report, path: Path) -> None:
     summary = report.summary
     bsum = report.baseline.summary if report.baseline else None
     cmp = report.baseline is not None
-    types = [*summary["by_type"], "overall"]
     if report.with_answers:
-        series = [("correct", ("answers", "correct"), "#2b6cb0"),
-                  ("file hit@1", ("retrieval", "file_hit@1"), "#9ac1e8")]  # fmt: skip
+        series = [
+            ("correct", ("answers", "correct"), "#2b6cb0"),
+            ("file hit@1", ("retrieval", "file_hit@1"), "#9ac1e8"),
+        ]
     else:
-        series = [("file hit@1", ("retrieval", "file_hit@1"), "#2b6cb0"),
-                  ("passage hit@5", ("retrieval", "passage_hit@5"), "#9ac1e8")]  # fmt: skip
+        series = [
+            ("file hit@1", ("retrieval", "file_hit@1"), "#2b6cb0"),
+            ("passage hit@5", ("retrieval", "passage_hit@5"), "#9ac1e8"),
+        ]
+
+    def node(tree: dict[str, Any] | None, t: str) -> Any:
+        return _get(tree, ["overall"] if t == "all" else ["by_type", t])
+
+    # A type with nothing to show (unanswerable in a retrieval-only run) would be an empty row.
+    types = [
+        t
+        for t in [*summary["by_type"], "all"]
+        if any(_get(node(summary, t), p) is not None for _, p, _ in series)
+    ]
 
     fig, (ax, ax2) = plt.subplots(
-        1, 2, figsize=(14, 0.5 * len(types) + 2.5), gridspec_kw={"width_ratios": [3, 2]}
+        1, 2, figsize=(14, 0.55 * len(types) + 2.8), gridspec_kw={"width_ratios": [3, 2]}
     )
     height = 0.8 / len(series)
     for i, (label, p, color) in enumerate(series):
         ys = [j + (i - (len(series) - 1) / 2) * height for j in range(len(types))]
-        nodes = [summary["overall"] if t == "overall" else summary["by_type"][t] for t in types]
-        bnodes = [_get(bsum, ["overall"] if t == "overall" else ["by_type", t]) for t in types]
-        vals = [_get(n, p) for n in nodes]
-        bvals = [_get(b, p) for b in bnodes]
+        vals = [_get(node(summary, t), p) for t in types]
+        bvals = [_get(node(bsum, t), p) for t in types]
         ax.barh(ys, [v or 0.0 for v in vals], height=height * 0.9, color=color, label=label)
         for y, v, b in zip(ys, vals, bvals, strict=True):
             ax.text((v or 0.0) + 0.01, y, fmt(v, b, compare=cmp), va="center", fontsize=7.5)
@@ -539,17 +608,28 @@ def figure(report: Report, path: Path) -> None:
                 ax.plot([b, b], [y - height / 2, y + height / 2], color="black", lw=1.2)
     if cmp:
         ax.plot([], [], color="black", lw=1.2, label="baseline")
-    names = [f"{t} (n={(summary['by_type'].get(t) or summary['overall'])['questions']['n']})"
-             for t in types]  # fmt: skip
-    ax.set_yticks(range(len(types)), names)
+    # Retrieval-only bars count answerable questions; "correct" counts every question.
+    counted = "n" if report.with_answers else "answerable"
+    ax.set_yticks(
+        range(len(types)), [f"{t} (n={node(summary, t)['questions'][counted]})" for t in types]
+    )
     ax.invert_yaxis()
     ax.set_xlim(0, 1.3)
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.axhline(len(types) - 1.5, color="grey", lw=0.5)
-    ax.set_title("Per question type" + (" (unanswerable: correct = abstained)"
-                                         if report.with_answers else ""), fontsize=10)  # fmt: skip
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(
+        "Per question type"
+        + (" (unanswerable: correct = abstained)" if report.with_answers else ""),
+        fontsize=10,
+    )
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=3, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
+    q = summary["overall"]["questions"]
+    mode = "retrieval and answers" if report.with_answers else "retrieval only"
+    base = " · changes against the baseline in brackets" if cmp else ""
+    fig.suptitle(
+        f"Evaluation {_date(report.config)} · {mode} · {q['n']} questions{base}", fontsize=11
+    )
 
     _latency(ax2, report)
     fig.tight_layout()
@@ -570,15 +650,17 @@ def _latency(ax: Any, report: Report) -> None:
             vals = [v for r in rep.records if (v := getattr(r, attr)) is not None]
             boxes.append(vals or [float("nan")])
             p50, p95 = m.percentile(vals, 50), m.percentile(vals, 95)
-            label = f"{prefix}{name}\np50 {fmt(p50, unit='ms')} · p95 {fmt(p95, unit='ms')}"
+            label = f"{prefix}{name}\np50 {fmt(p50, unit='ms')} ms · p95 {fmt(p95, unit='ms')} ms"
             if not prefix and report.baseline is not None:
                 bvals = [v for r in report.baseline.records if (v := getattr(r, attr)) is not None]
                 bp50, bp95 = m.percentile(bvals, 50), m.percentile(bvals, 95)
-                label = (f"{name}\np50 {fmt(p50, bp50, 'ms', compare=True)}"
-                         f" · p95 {fmt(p95, bp95, 'ms', compare=True)}")  # fmt: skip
+                label = (
+                    f"{name}\np50 {fmt(p50, bp50, 'ms', compare=True)} ms"
+                    f" · p95 {fmt(p95, bp95, 'ms', compare=True)} ms"
+                )
             labels.append(label)
             colors.append("#cbd5e0" if prefix else "#2b6cb0")
-    bp = ax.boxplot(boxes, vert=False, patch_artist=True, widths=0.6, showfliers=True)
+    bp = ax.boxplot(boxes, orientation="horizontal", patch_artist=True, widths=0.6, showfliers=True)
     for patch, color in zip(bp["boxes"], colors, strict=True):
         patch.set_facecolor(color)
     ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)

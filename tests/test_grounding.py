@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from rag.grounding import ground_answer, is_abstention, markers, names, numbers
+from rag.types import Chunk, Passage
+
+
+def _p(text: str) -> Passage:
+    return Passage(Chunk("id", "f.txt", 0, len(text), text, "h"), 1.0, text)
+
+
+CTX = [
+    _p("Thủ tướng Phạm Minh Chính chủ trì hội nghị chiều tối 20/12."),
+    _p("Hơn 170 thỏa thuận hợp tác đã được ký kết trong năm 2024."),
+]
+
+
+def test_markers_and_numbers() -> None:
+    assert markers("a [1] b [2, 3][1]") == [1, 2, 3, 1]
+    assert numbers("Hơn 1.000 người [3], ngày 10/8/2022, tăng 2,5%") == {"1000", "10/8/2022", "2,5"}
+
+
+def test_names_are_runs_of_capitalised_syllables() -> None:
+    assert names("Thủ tướng Phạm Minh Chính gặp Bộ Ngoại giao.") == ["pham minh chinh", "bo ngoai"]
+
+
+def test_a_right_marker_is_kept() -> None:
+    g = ground_answer("Hơn 170 thỏa thuận đã được ký kết [2].", CTX)
+    assert g.supported and g.cited == [2]
+    assert g.text == "Hơn 170 thỏa thuận đã được ký kết [2]."
+
+
+def test_a_wrong_marker_is_moved_to_the_passage_holding_the_number() -> None:
+    g = ground_answer("Hơn 170 thỏa thuận đã được ký kết [1].", CTX)
+    assert g.cited == [2]
+
+
+def test_an_invented_figure_is_dropped_and_nothing_left_means_unsupported() -> None:
+    g = ground_answer("GDP năm 2024 tăng 6,8% [1].", CTX, question="GDP năm 2024 tăng bao nhiêu?")
+    assert not g.supported
+    assert g.dropped == ["GDP năm 2024 tăng 6,8%."]
+
+
+def test_an_invented_name_is_dropped_but_the_supported_sentence_stays() -> None:
+    answer = "Hội nghị do Phạm Minh Chính chủ trì [1]. Đại sứ Nguyễn Văn Bình phát biểu [1]."
+    g = ground_answer(answer, CTX)
+    assert g.cited == [1]
+    assert "Nguyễn Văn Bình" not in g.text and "Phạm Minh Chính" in g.text
+
+
+def test_missing_marker_gets_the_best_passage() -> None:
+    g = ground_answer("Phạm Minh Chính chủ trì hội nghị.", CTX)
+    assert g.cited == [1] and g.text.endswith("[1].")
+
+
+def test_abstention_detection() -> None:
+    assert is_abstention("Không tìm thấy thông tin này trong các bài viết.")
+    assert is_abstention("Not found in the articles.")
+    assert is_abstention("[1] [2]")
+    assert not is_abstention("Hơn 170 thỏa thuận [2].")
