@@ -31,6 +31,8 @@ class Grounding:
     text: str
     cited: list[int]
     dropped: list[str] = field(default_factory=list)
+    #: For each cited passage number, the answer sentences that cite it.
+    claims: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def supported(self) -> bool:
@@ -113,6 +115,7 @@ def ground_answer(
     out: list[str] = []
     cited: list[int] = []
     dropped: list[str] = []
+    claims: dict[int, list[str]] = {}
     for raw in _SENTENCE.findall(answer):
         sentence = raw.strip()
         if not sentence:
@@ -125,9 +128,7 @@ def ground_answer(
         check = " ".join(x for x in [body] if x)
         for q in qnums:
             check = re.sub(rf"(?<![\d/]){re.escape(q)}(?![\d/])", " ", check)
-        holders = [
-            i + 1 for i, t in enumerate(texts) if _holds(check, t, check_names=check_names)
-        ]
+        holders = [i + 1 for i, t in enumerate(texts) if _holds(check, t, check_names=check_names)]
         good = [n for n in claimed if n in holders]
         if not good and holders:
             # Cite the holder that overlaps the sentence most (the model's marker was wrong).
@@ -139,8 +140,10 @@ def ground_answer(
         end = len(body.rstrip(".!?"))
         out.append(f"{body[:end].rstrip()} {refs}{body[end:]}")
         cited.extend(good)
+        for n in good:
+            claims.setdefault(n, []).append(body)
     text = " ".join(out)
     # Lists and line-broken answers read better kept as lines.
     if "\n" in answer.strip() and len(out) > 1:
         text = "\n".join(out)
-    return Grounding(text=text, cited=sorted(set(cited)), dropped=dropped)
+    return Grounding(text=text, cited=sorted(set(cited)), dropped=dropped, claims=claims)

@@ -9,13 +9,14 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from rag.generation import ChatMessage, FakeGenerator, Generator, LlamaCppGenerator
-from rag.grounding import ground_answer, is_abstention
+from rag.context import select, sentences
+from rag.grounding import ground_answer, is_abstention, support
 from rag.index import CorpusIndex, FileRecord, IndexError_, IndexStore
 from rag.ingest.chunking import chunk_article
 from rag.ingest.loader import UnreadableFile, decode_article, discover
@@ -23,7 +24,7 @@ from rag.models import resolve
 from rag.prompts import NOT_FOUND_EN, NOT_FOUND_VI, build_messages
 from rag.settings import Settings
 from rag.text import looks_english, nfc
-from rag.types import Answer, Citation, Passage, Timings
+from rag.types import Answer, Citation, Passage, Span, Timings
 
 log = logging.getLogger("rag")
 
@@ -372,7 +373,7 @@ class RAG:
         timings = Timings(retrieval=(time.perf_counter() - t0) * 1000)
         yield StreamEvent("passages", passages=shown)
 
-        context = passages[: s.context_k]
+        context = [_narrow(p) for p in select(passages, q, k=s.context_k, budget=s.context_chars)]
         not_found = NOT_FOUND_EN if english else NOT_FOUND_VI
         best = max((getattr(p, "dense_score", 0.0) for p in passages), default=0.0)
         if not context or (s.min_score > 0 and best < s.min_score):
@@ -398,14 +399,20 @@ class RAG:
         timings.generated_tokens = len(pieces)
         raw = "".join(pieces).strip()
         cited: list[int] = []
+        claims: dict[int, list[str]] = {}
         text, abstained = not_found, True
         if not is_abstention(raw):
             grounded = ground_answer(raw, context, question=q, check_names=not english)
             if grounded.supported:
                 text, cited, abstained = grounded.text, grounded.cited, False
+                claims = grounded.claims
             else:
                 log.info("answer not supported by its passages, abstaining: %r", raw)
-        citations = [to_citation(n, context[n - 1]) for n in cited]
+        citations = []
+        for n in cited:
+            c = to_citation(n, context[n - 1])
+            c.highlights = highlights(context[n - 1], claims.get(n, []))
+            citations.append(c)
         timings.total = (time.perf_counter() - t0) * 1000
         yield StreamEvent("done", answer=Answer(
             question=q, answer=text, abstained=abstained, citations=citations, passages=shown,
@@ -429,6 +436,31 @@ def embed_text(chunk: object) -> str:
     title = getattr(chunk, "title", "")
     text: str = getattr(chunk, "text", "")
     return f"{title}\n{text}" if title and not text.startswith(title) else text
+
+
+def _narrow(p: Passage) -> Passage:
+    """Give a passage cut down for the prompt the exact file offsets of what is left."""
+    idx = p.original_text.find(p.chunk.text)
+    if p.chunk.text == p.original_text or idx < 0:
+        return p
+    start = p.chunk.start + idx
+    chunk = replace(p.chunk, start=start, end=start + len(p.chunk.text))
+    return replace(p, chunk=chunk, original_text=p.chunk.text)
+
+
+def highlights(p: Passage, claims: list[str]) -> list[Span]:
+    """File offsets of the passage sentence that best supports each claim citing it."""
+    spans: list[Span] = []
+    text = p.original_text
+    sents = sentences(text)
+    for claim in claims:
+        if not sents:
+            break
+        s, e = max(sents, key=lambda se: support(claim, text[se[0] : se[1]]))
+        span = Span(start=p.chunk.start + s, end=p.chunk.start + e)
+        if span not in spans:
+            spans.append(span)
+    return sorted(spans, key=lambda sp: sp.start)
 
 
 def to_citation(n: int, p: Passage) -> Citation:

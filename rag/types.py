@@ -35,6 +35,11 @@ class Passage:
     ranks: dict[str, int] = field(default_factory=dict)
 
 
+class Span(BaseModel):
+    start: int = Field(description="Start offset in the source file.")
+    end: int = Field(description="End offset (exclusive) in the source file.")
+
+
 class Citation(BaseModel):
     """One cited passage; ``source`` is the article's file name, ``start``/``end`` are offsets
     in that file such that ``file[start:end] == text``."""
@@ -46,6 +51,10 @@ class Citation(BaseModel):
     text: str = Field(description="The passage exactly as in the file: file[start:end].")
     score: float = Field(description="Retrieval score (higher is better).")
     title: str = Field(default="", description="Title of the article, when the text gives one.")
+    highlights: list[Span] = Field(
+        default_factory=list,
+        description="Offsets in the source file of the sentence(s) that support the claim.",
+    )
 
 
 class Timings(BaseModel):

@@ -82,7 +82,13 @@ def test_ask_cites_the_right_file(rag: RAG, corpus: Path) -> None:
     assert answer.citations[0].source == "003_1f44b7b7ded05db5.txt"
     for c in answer.citations:
         assert f"[{c.n}]" in answer.answer
-        assert (corpus / c.source).read_text(encoding="utf-8")[c.start : c.end] == c.text
+        original = (corpus / c.source).read_text(encoding="utf-8")
+        assert original[c.start : c.end] == c.text
+        # The supporting sentence is pointed at exactly, inside the passage.
+        assert c.highlights
+        for h in c.highlights:
+            assert c.start <= h.start < h.end <= c.end
+        assert any("170" in original[h.start : h.end] for h in c.highlights)
 
 
 def test_ask_abstains_when_the_model_says_not_found(settings: Settings) -> None:
