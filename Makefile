@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(DEPS_HASH)
 
-.PHONY: setup models models-small index serve test test-fast lint format eval bench clean
+.PHONY: setup models models-small browser index serve test test-fast lint format eval bench clean
 
 setup: $(STAMP)
 
@@ -34,11 +34,15 @@ index: models
 serve: index
 	$(BIN)/rag serve
 
-test: models-small
+# Debian's Chromium for the browser test (Playwright cannot download browsers here).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: models-small browser
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not e2e"
+	$(BIN)/python -m pytest -q -m "not e2e and not browser and not load"
 
 lint: setup
 	$(BIN)/ruff check rag api tests

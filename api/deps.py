@@ -1,37 +1,93 @@
-"""Shared dependencies: the RAG service, the generation gate and API-key checks."""
+"""Shared dependencies: the RAG service, the generation gate, time limits and API-key checks."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
+import math
 import secrets
-from typing import Annotated
+import time
+from collections.abc import AsyncIterator, Coroutine
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request
 
 from rag.service import RAG
 from rag.settings import Settings
 
+log = logging.getLogger("rag.api")
+T = TypeVar("T")
+
+#: Status logged when the client went away before its answer was ready (nginx's convention);
+#: nobody receives the response.
+CLIENT_CLOSED = 499
+
 
 class GenerationGate:
-    """One generation at a time on the CPU, a bounded queue in front, 503 beyond it."""
+    """One generation at a time on the CPU, a bounded queue in front, 503 beyond it.
 
-    def __init__(self, max_waiting: int) -> None:
+    ``acquire`` either takes the slot, or raises 503 (more than ``max_waiting`` requests are
+    already queued) or 504 (the slot did not come free within ``timeout`` seconds). Both carry
+    ``Retry-After``: the time the queue ahead should take, from how long recent generations
+    held the slot (``retry_after_s`` until one has finished; at most ``MAX_RETRY_AFTER_S``).
+    Whoever acquired calls ``release`` exactly once, when the generation has really ended
+    (``pump``'s ``on_finish``), so a stopped generation frees the slot only after the model has
+    stopped.
+    """
+
+    MAX_RETRY_AFTER_S = 60
+
+    def __init__(self, max_waiting: int, *, retry_after_s: int = 5) -> None:
         self._sem = asyncio.Semaphore(1)
         self.max_waiting = max_waiting
+        self.retry_after_s = retry_after_s
         self.waiting = 0
+        self.active = 0
+        #: Moving average of how long a generation holds the slot (None until one has ended).
+        self.hold_s: float | None = None
+        self._since = 0.0
 
-    async def acquire(self) -> None:
+    @property
+    def busy(self) -> bool:
+        return self._sem.locked()
+
+    def retry_after(self) -> int:
+        if self.hold_s is None:
+            return self.retry_after_s
+        ahead = self.hold_s * (self.waiting + 1)
+        return max(1, min(self.MAX_RETRY_AFTER_S, math.ceil(ahead)))
+
+    async def acquire(self, timeout: float | None = None) -> None:
         if self.waiting >= self.max_waiting and self._sem.locked():
             raise HTTPException(
-                503, "the answer engine is busy; retry shortly", headers={"Retry-After": "5"}
+                503,
+                f"the answer engine is busy ({self.waiting} questions waiting); retry shortly",
+                headers={"Retry-After": str(self.retry_after())},
             )
         self.waiting += 1
         try:
-            await self._sem.acquire()
+            async with asyncio.timeout(timeout):
+                await self._sem.acquire()
+        except TimeoutError:
+            raise HTTPException(
+                504,
+                f"no answer slot came free within the {timeout:g} s time limit "
+                "(request_timeout_s); retry later",
+                headers={"Retry-After": str(self.retry_after())},
+            ) from None
         finally:
             self.waiting -= 1
+        self.active += 1
+        self._since = time.monotonic()
 
     def release(self) -> None:
+        if self.active <= 0:  # a double release would let two generations run at once
+            log.error("GenerationGate.release() without a matching acquire; ignored")
+            return
+        held = time.monotonic() - self._since
+        self.hold_s = held if self.hold_s is None else 0.7 * self.hold_s + 0.3 * held
+        self.active -= 1
         self._sem.release()
 
 
@@ -55,18 +111,97 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 GateDep = Annotated[GenerationGate, Depends(get_gate)]
 
 
+# --- time limits and disconnects ---------------------------------------------------------------
+def timeout_detail(limit: float) -> str:
+    return (
+        f"the answer took longer than the {limit:g} s time limit (request_timeout_s) and was "
+        "stopped; ask again, perhaps with a smaller max_tokens"
+    )
+
+
+async def _client_gone(request: Request) -> None:
+    """Return when the client disconnects (the request body has already been read)."""
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # a server that cannot tell: never report a disconnect
+        log.debug("cannot watch for a disconnect", exc_info=True)
+        await asyncio.Future()
+
+
+async def unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` as long as the client is connected.
+
+    Servers do not cancel a handler whose client went away, so without this a request waiting
+    for the answer slot (or a non-streamed generation) would go on for nobody. When the client
+    disconnects first, ``work`` is cancelled (``pump`` then stops the generation, which frees
+    the slot) and the request ends with status 499, which only the access log sees.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        watcher.cancel()
+        raise
+    watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise HTTPException(CLIENT_CLOSED, "the client closed the connection")
+
+
+async def until_deadline(events: AsyncIterator[T], deadline: float) -> AsyncIterator[T]:
+    """Items of ``events`` until the loop's clock reaches ``deadline``, then ``TimeoutError``.
+
+    ``events`` is closed in every case, which (for ``pump``) stops the worker at its next step.
+    """
+    try:
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    item = await anext(events)
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+# --- API keys ------------------------------------------------------------------------------------
 def _key_ok(request: Request, keys: list[str]) -> bool:
     auth = request.headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token or not keys:
         return False
-    # Compare against every key, in constant time, so timing tells nothing.
-    return any(secrets.compare_digest(token.encode(), k.encode()) for k in keys)
+    # Digests have one length, and every key is compared (no early exit), so the time taken
+    # tells nothing about the keys.
+    digest = hashlib.sha256(token.encode()).digest()
+    ok = False
+    for key in keys:
+        ok |= secrets.compare_digest(digest, hashlib.sha256(key.encode()).digest())
+    return ok
+
+
+def _unauthorized() -> HTTPException:
+    # No detail beyond the status: nothing says whether a key was missing, malformed or wrong.
+    return HTTPException(401, headers={"WWW-Authenticate": "Bearer"})
 
 
 def require_write_key(request: Request, settings: SettingsDep) -> None:
     if settings.api_keys and not _key_ok(request, settings.api_keys):
-        raise HTTPException(401, headers={"WWW-Authenticate": "Bearer"})
+        raise _unauthorized()
+
+
+def require_read_key(request: Request, settings: SettingsDep) -> None:
+    """With ``require_key_for_reads``, reads need a key too (refused if none is configured)."""
+    if settings.require_key_for_reads and not _key_ok(request, settings.api_keys):
+        raise _unauthorized()
 
 
 WriteAuth = Depends(require_write_key)
+ReadAuth = Depends(require_read_key)

@@ -39,6 +39,33 @@ class Grounding:
         return bool(self.cited) and bool(self.text.strip())
 
 
+def key_terms(question: str, *, english: bool) -> list[str]:
+    """What a question names: acronyms, numbers, and (in Vietnamese) capitalised words after
+    the first. The articles cannot answer about a thing they never mention."""
+    terms: list[str] = []
+    for i, tok in enumerate(re.findall(r"[\w/.-]+", question)):
+        t = tok.strip(".-/")
+        if not t:
+            continue
+        if re.fullmatch(r"\d[\d/.,]*", t):
+            if len(t) >= 2:
+                terms.append(normalize_numbers(t))
+        elif t.isupper() and len(t) >= 2:
+            terms.append(fold(t))
+        elif t[0].isupper() and i > 0 and not english:
+            terms.append(fold(t))
+    return terms
+
+
+def unknown_terms(question: str, vocabulary: set[str], *, english: bool) -> list[str]:
+    """Key terms of the question that occur nowhere in the indexed articles."""
+    return [
+        t
+        for t in key_terms(question, english=english)
+        if not all(w in vocabulary for w in words(t))
+    ]
+
+
 def markers(text: str) -> list[int]:
     out: list[int] = []
     for group in _MARKER.findall(text):
@@ -94,6 +121,18 @@ def support(claim: str, passage_text: str) -> float:
     return got / total
 
 
+def _echoes(sentence: str, question: str) -> bool:
+    """A sentence that only restates the question (small models do) answers nothing."""
+    if sentence.rstrip().endswith("?"):
+        return True
+    if not question:
+        return False
+    said = [fold(w) for w in words(sentence)]
+    asked = {fold(w) for w in words(question)}
+    new = [w for w in said if w not in asked]
+    return len(said) >= 3 and len(new) <= max(1, len(said) // 8)
+
+
 def _holds(sentence: str, passage: str, *, check_names: bool) -> bool:
     nums = numbers(sentence)
     pnums = numbers(passage)
@@ -122,6 +161,9 @@ def ground_answer(
             continue
         body = re.sub(r"\s+([.!?,;:])", r"\1", _MARKER.sub("", sentence)).strip()
         if not body or body in {".", ","}:
+            continue
+        if _echoes(body, question):
+            dropped.append(body)
             continue
         claimed = [n for n in markers(sentence) if 1 <= n <= len(texts)]
         # Numbers the question itself gave ("năm 2024") need not be found again.

@@ -58,6 +58,7 @@ class CorpusIndex:
     files: dict[str, FileRecord] = field(default_factory=dict)
     _faiss: Any = None
     _bm25: Any = None
+    vocabulary: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.vectors.size == 0:
@@ -67,6 +68,7 @@ class CorpusIndex:
     def build(self, faiss_index: Any = None) -> None:
         self._faiss = faiss_index if faiss_index is not None else build_faiss(self.vectors)
         self._bm25 = None
+        self.vocabulary = {fold(w) for c in self.chunks for w in words(c.title + " " + c.text)}
         if self.chunks:
             self._bm25 = bm25s.BM25()
             self._bm25.index([lexical_tokens(c.title + "\n" + c.text) for c in self.chunks],

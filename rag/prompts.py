@@ -13,26 +13,23 @@ SYSTEM_VI = (
     "Bạn là trợ lý hỏi đáp về các bài báo tiếng Việt. Chỉ dùng thông tin trong các đoạn trích "
     "được đánh số [1], [2], … mà người dùng đưa ra; không dùng hiểu biết riêng, "
     "không bịa số liệu.\n"
-    "Trả lời ngắn gọn, đúng trọng tâm, bằng tiếng Việt, chép đúng tên riêng và con số như trong "
-    "đoạn trích. Sau mỗi ý ghi số của đoạn trích chứa ý đó trong ngoặc vuông, như [2].\n"
+    "Trả lời thẳng vào câu hỏi, ngắn gọn, bằng tiếng Việt, không nhắc lại câu hỏi; chép đúng "
+    "tên riêng và con số như trong đoạn trích. Sau mỗi ý ghi số của đoạn trích chứa ý đó trong ngoặc vuông, như [2].\n"
     f'Nếu các đoạn trích không chứa câu trả lời, chỉ trả lời đúng một câu: "{NOT_FOUND_VI}"'
 )
 
 SYSTEM_EN = (
     "You answer questions about Vietnamese news articles. Use only the numbered passages [1], "
     "[2], … given by the user; never use outside knowledge and never invent figures.\n"
-    "Answer briefly, in English, quoting names and numbers exactly as written in the passages. "
+    "Answer the question directly and briefly, in English, without repeating it, quoting names and numbers exactly as written in the passages. "
     "After each claim put the number of the passage it comes from in square brackets, like [2].\n"
     f'If the passages do not contain the answer, reply with exactly: "{NOT_FOUND_EN}"'
 )
 
 
 def format_passages(passages: list[Passage]) -> str:
-    blocks = []
-    for i, p in enumerate(passages, 1):
-        head = f"[{i}] ({p.chunk.title})" if p.chunk.title else f"[{i}]"
-        blocks.append(f"{head}\n{p.chunk.text}")
-    return "\n\n".join(blocks)
+    # No titles in the headers: small models answer with a passage's title when they see one.
+    return "\n\n".join(f"[{i}]\n{p.chunk.text}" for i, p in enumerate(passages, 1))
 
 
 def build_messages(

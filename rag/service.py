@@ -16,7 +16,7 @@ from typing import Literal
 from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from rag.generation import ChatMessage, FakeGenerator, Generator, LlamaCppGenerator
 from rag.context import select, sentences
-from rag.grounding import ground_answer, is_abstention, support
+from rag.grounding import ground_answer, is_abstention, support, unknown_terms
 from rag.index import CorpusIndex, FileRecord, IndexError_, IndexStore
 from rag.ingest.chunking import chunk_article
 from rag.ingest.loader import UnreadableFile, decode_article, discover
@@ -376,7 +376,9 @@ class RAG:
         context = [_narrow(p) for p in select(passages, q, k=s.context_k, budget=s.context_chars)]
         not_found = NOT_FOUND_EN if english else NOT_FOUND_VI
         best = max((getattr(p, "dense_score", 0.0) for p in passages), default=0.0)
-        if not context or (s.min_score > 0 and best < s.min_score):
+        unknown = unknown_terms(q, self.index.vocabulary, english=english)
+        if not context or unknown or (s.min_score > 0 and best < s.min_score):
+            log.info("abstaining before generation: unknown terms %s, best %.3f", unknown, best)
             timings.total = (time.perf_counter() - t0) * 1000
             yield StreamEvent("token", token=not_found)
             yield StreamEvent("done", answer=Answer(

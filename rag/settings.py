@@ -90,6 +90,18 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(
         default_factory=list, description="Bearer keys; when set, writes require one."
     )
+    request_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Longest an answer may take, waiting for the model included; beyond it the "
+        "generation is stopped and the request gets HTTP 504 (a streamed one ends with an "
+        "`error` event).",
+    )
+    require_key_for_reads: bool = Field(
+        False,
+        description="Also require a Bearer key from `api_keys` for reads (/v1/ask, /v1/search, "
+        "/v1/chat/completions, GET /v1/documents); with no keys set, reads are then refused.",
+    )
 
     @property
     def manifest_path(self) -> Path:

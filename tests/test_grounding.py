@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from rag.grounding import ground_answer, is_abstention, markers, names, numbers
+from rag.grounding import ground_answer, is_abstention, markers, names, numbers, unknown_terms
 from rag.types import Chunk, Passage
 
 
@@ -57,3 +57,23 @@ def test_abstention_detection() -> None:
     assert is_abstention("Not found in the articles.")
     assert is_abstention("[1] [2]")
     assert not is_abstention("Hơn 170 thỏa thuận [2].")
+
+
+def test_key_terms_the_articles_never_mention_are_found() -> None:
+    vocab = {"tang", "truong", "viet", "nam", "2024", "thoa", "thuan", "hop", "tac"}
+    q = "Tăng trưởng GDP của Việt Nam năm 2024 là bao nhiêu?"
+    assert unknown_terms(q, vocab, english=False) == ["gdp"]
+    assert unknown_terms("Năm 2024 có bao nhiêu thỏa thuận hợp tác?", vocab, english=False) == []
+    # English words are not names; only acronyms and numbers count in English questions.
+    assert unknown_terms("What was the GDP in 2031?", vocab, english=True) == ["gdp", "2031"]
+
+
+def test_a_sentence_that_only_restates_the_question_is_not_an_answer() -> None:
+    q = "Đại sứ COP26 khu vực châu Á - Thái Bình Dương tên là gì?"
+    g = ground_answer("Đại sứ COP26 khu vực châu Á - Thái Bình Dương tên là [1].", CTX, question=q)
+    assert not g.supported
+    g = ground_answer("Tăng trưởng GDP đạt bao nhiêu phần trăm [2]?", CTX, question="GDP?")
+    assert not g.supported
+    # A real answer that repeats some of the question's words still counts.
+    g = ground_answer("Hội nghị do Thủ tướng Phạm Minh Chính chủ trì [1].", CTX, question="Ai chủ trì hội nghị?")
+    assert g.supported

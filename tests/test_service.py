@@ -159,3 +159,13 @@ def test_add_and_delete_document(rag: RAG, settings: Settings) -> None:
     assert all(c.source != "moi.txt" for c in rag.index.chunks)
     with pytest.raises(KeyError):
         rag.delete_document("moi.txt")
+
+
+def test_a_question_about_something_never_mentioned_abstains_without_the_model(settings: Settings) -> None:
+    gen = FakeGenerator(replies=["GDP tăng 6,8% [1]."])
+    service = RAG(settings, HashingEmbedder(), gen)
+    service.ingest()
+    answer = service.ask("Tăng trưởng GDP của Việt Nam năm 2024 là bao nhiêu?")
+    assert answer.abstained and answer.citations == []
+    assert gen.calls == []  # the model was not even asked
+    assert answer.passages

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, Request
 from sse_starlette import EventSourceResponse
 
-from api.deps import GateDep, RagDep
+from api.deps import (
+    GateDep,
+    GenerationGate,
+    RagDep,
+    ReadAuth,
+    SettingsDep,
+    timeout_detail,
+    unless_client_leaves,
+    until_deadline,
+)
 from api.schemas import AskRequest, AskResponse
 from api.streaming import pump
 from rag.generation import ChatMessage
-from rag.service import StreamEvent
+from rag.service import QuestionError, StreamEvent
+from rag.types import Answer
 
+log = logging.getLogger("rag.api")
 router = APIRouter(tags=["answers"])
+
+Make = Callable[[], Iterator[StreamEvent]]
 
 
 def _event_json(ev: StreamEvent) -> dict[str, str]:
@@ -28,16 +43,36 @@ def _event_json(ev: StreamEvent) -> dict[str, str]:
     return {"event": ev.kind, "data": data}
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _error_event(status: int, detail: str) -> dict[str, str]:
+    return {
+        "event": "error",
+        "data": json.dumps({"status": status, "detail": detail}, ensure_ascii=False),
+    }
+
+
 @router.post(
     "/v1/ask",
     response_model=AskResponse,
+    dependencies=[ReadAuth],
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"},
+        401: {"description": "A Bearer key is required (`require_key_for_reads`)"},
         422: {"description": "Empty, too long or malformed question"},
         503: {"description": "Queue full; retry after the Retry-After seconds"},
+        504: {"description": "The answer exceeded the time limit and was stopped"},
     },
 )
-async def ask(body: AskRequest, rag: RagDep, gate: GateDep) -> object:
+async def ask(
+    body: AskRequest, request: Request, rag: RagDep, gate: GateDep, settings: SettingsDep
+) -> object:
     """Answer a question from the articles, citing the passages it used.
 
     The answer text carries `[n]` markers; each citation gives the article's file name
@@ -49,24 +84,69 @@ async def ask(body: AskRequest, rag: RagDep, gate: GateDep) -> object:
     evidence, sent before the model starts), `token` events with answer text, and a final
     `done` event carrying the same JSON as the non-streaming answer. A client that disconnects
     stops the generation.
+
+    Answers are produced one at a time. When too many questions are already waiting the
+    response is 503 with `Retry-After`. A question that takes longer than the time limit
+    (waiting included) is stopped: 504, or, once a stream has started, a last `error` event
+    (`{"status": 504, "detail": ...}`) instead of `done`.
     """
+    if not all(_is_unicode(t) for t in [body.question, *(t.content for t in body.history)]):
+        # JSON may escape lone surrogates ("\ud800"); no model or response can encode them.
+        raise QuestionError("the text is not valid Unicode (it holds a lone surrogate)")
     question = rag.check_question(body.question)
     history: list[ChatMessage] = [{"role": t.role, "content": t.content} for t in body.history]
-    await gate.acquire()
+    limit = settings.request_timeout_s
+    deadline = asyncio.get_running_loop().time() + limit
 
-    def make():  # type: ignore[no-untyped-def]
+    def make() -> Iterator[StreamEvent]:
         return rag.stream(question, top_k=body.top_k, history=history, max_tokens=body.max_tokens)
 
-    events = pump(make, on_finish=gate.release)
-    if body.stream:
+    if not body.stream:
+        return await unless_client_leaves(request, _answer(gate, make, deadline, limit))
+    events, first = await unless_client_leaves(request, _start(gate, make, deadline, limit))
+    return EventSourceResponse(_sse(events, first, limit), ping=15)
 
-        async def sse() -> AsyncIterator[dict[str, str]]:
-            async for ev in events:
-                yield _event_json(ev)
 
-        return EventSourceResponse(sse(), ping=15)
+async def _answer(gate: GenerationGate, make: Make, deadline: float, limit: float) -> Answer:
+    await gate.acquire(timeout=limit)
+    # From here the slot belongs to pump's worker, which frees it when the generation has ended.
     answer = None
-    async for ev in events:
-        if ev.kind == "done":
-            answer = ev.answer
+    try:
+        async for ev in until_deadline(pump(make, on_finish=gate.release), deadline):
+            if ev.kind == "done":
+                answer = ev.answer
+    except TimeoutError:
+        raise HTTPException(504, timeout_detail(limit)) from None
+    assert answer is not None
     return answer
+
+
+async def _start(
+    gate: GenerationGate, make: Make, deadline: float, limit: float
+) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
+    """Take the slot and run retrieval before the stream starts, so errors are still HTTP ones."""
+    await gate.acquire(timeout=limit)
+    events = until_deadline(pump(make, on_finish=gate.release), deadline)
+    try:
+        first = await anext(events)  # the `passages` event; the worker now owns the slot
+    except TimeoutError:
+        raise HTTPException(504, timeout_detail(limit)) from None
+    return events, first
+
+
+async def _sse(
+    events: AsyncIterator[StreamEvent], first: StreamEvent, limit: float
+) -> AsyncIterator[dict[str, str]]:
+    try:
+        yield _event_json(first)
+        async for ev in events:
+            yield _event_json(ev)
+    except TimeoutError:
+        yield _error_event(504, timeout_detail(limit))
+    except Exception as exc:  # the stream has started: report in-band
+        log.exception("answer stream failed")
+        yield _error_event(500, f"the answer failed: {exc}")
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()

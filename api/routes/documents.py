@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, UploadFile
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import RagDep, SettingsDep, WriteAuth
+from api.deps import RagDep, ReadAuth, SettingsDep, WriteAuth
 from rag.ingest.loader import UnreadableFile, decode_article
 from rag.service import DocumentError, IngestReport, check_document_name
 
@@ -55,7 +55,9 @@ def list_documents(rag: RagDep) -> list[Document]:
 @router.get(
     "/v1/documents/{name}",
     response_model=DocumentText,
+    dependencies=[ReadAuth],
     responses={
+        401: {"description": "A Bearer key is required (`require_key_for_reads`)"},
         404: {"description": "No such document"},
         422: {"description": "Not a plain .txt/.md file name, or the file is unreadable"},
     },

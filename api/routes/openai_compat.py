@@ -8,18 +8,28 @@ turns as history) and returns the standard `chat.completion` object, or a stream
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
-from api.deps import GateDep, RagDep
+from api.deps import (
+    GateDep,
+    GenerationGate,
+    RagDep,
+    ReadAuth,
+    SettingsDep,
+    timeout_detail,
+    unless_client_leaves,
+    until_deadline,
+)
 from api.streaming import pump
 from rag.generation import ChatMessage
 from rag.service import QuestionError, StreamEvent
@@ -33,6 +43,8 @@ MODEL_ID = "rag-vi"
 CREATED = int(time.time())
 MAX_HISTORY = 20
 """Earlier user/assistant messages kept as history (the most recent ones)."""
+
+Make = Callable[[], Iterator[StreamEvent]]
 
 Q170 = "Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?"
 
@@ -216,20 +228,25 @@ def _data(obj: dict[str, Any] | str) -> dict[str, str]:
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
+    dependencies=[ReadAuth],
     responses={
         200: {
             "content": {"text/event-stream": {}},
             "description": "A `chat.completion` JSON object, or `chat.completion.chunk` "
             "Server-Sent Events ending with `data: [DONE]` when `stream` is true.",
         },
+        401: {"description": "A Bearer key is required (`require_key_for_reads`)"},
         422: {"description": "No user message, an empty or too long question, or bad fields"},
         503: {"description": "Queue full; retry after the Retry-After seconds"},
+        504: {"description": "The answer exceeded the time limit and was stopped"},
     },
 )
 async def chat_completions(
     body: Annotated[ChatCompletionRequest, Body(openapi_examples=EXAMPLES)],
+    request: Request,
     rag: RagDep,
     gate: GateDep,
+    settings: SettingsDep,
 ) -> Any:
     """Answer the conversation's last user message from the articles, in the OpenAI shape.
 
@@ -273,7 +290,11 @@ async def chat_completions(
     generation.
 
     Answers are produced one at a time; when too many requests are waiting the response is
-    503 with `Retry-After`.
+    503 with `Retry-After`. An answer that takes longer than the time limit
+    (`request_timeout_s`, waiting included) is stopped: 504, or, once a stream has started, a
+    last `data: {"error": {...}}` event, which the OpenAI clients raise as an `APIError`.
+    With `require_key_for_reads` the request needs `Authorization: Bearer <key>` (the SDKs'
+    `api_key`).
     """
     question, history = split_conversation(body.messages)
     question = rag.check_question(question)
@@ -281,7 +302,8 @@ async def chat_completions(
     model = body.model or MODEL_ID
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
-    await gate.acquire()
+    limit = settings.request_timeout_s
+    deadline = asyncio.get_running_loop().time() + limit
 
     def make() -> Iterator[StreamEvent]:
         return rag.stream(
@@ -291,15 +313,13 @@ async def chat_completions(
             temperature=body.temperature,
         )
 
-    events = pump(make, on_finish=gate.release)
-    # Start the worker now: it frees the gate when it ends, even if the response never runs.
-    await anext(events)  # the `passages` event: retrieval is done
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = await unless_client_leaves(request, _start(gate, make, deadline, limit))
         return EventSourceResponse(
-            _sse(events, cid, created, model, include_usage=include_usage), ping=15
+            _sse(events, cid, created, model, limit, include_usage=include_usage), ping=15
         )
-    answer = await _final_answer(events)
+    answer = await unless_client_leaves(request, _answer(gate, make, deadline, limit))
     return ChatCompletion(
         id=cid,
         created=created,
@@ -311,32 +331,68 @@ async def chat_completions(
     )
 
 
-async def _final_answer(events: AsyncIterator[StreamEvent]) -> Answer:
+async def _answer(gate: GenerationGate, make: Make, deadline: float, limit: float) -> Answer:
+    await gate.acquire(timeout=limit)
+    # From here the slot belongs to pump's worker, which frees it when the generation has ended.
     answer = None
-    async for ev in events:
-        if ev.kind == "done":
-            answer = ev.answer
+    try:
+        async for ev in until_deadline(pump(make, on_finish=gate.release), deadline):
+            if ev.kind == "done":
+                answer = ev.answer
+    except TimeoutError:
+        raise HTTPException(504, timeout_detail(limit)) from None
     assert answer is not None
     return answer
 
 
+async def _start(
+    gate: GenerationGate, make: Make, deadline: float, limit: float
+) -> AsyncIterator[StreamEvent]:
+    """Take the slot and run retrieval before the stream starts, so errors are still HTTP ones."""
+    await gate.acquire(timeout=limit)
+    events = until_deadline(pump(make, on_finish=gate.release), deadline)
+    try:
+        await anext(events)  # the `passages` event; the worker now owns the slot
+    except TimeoutError:
+        raise HTTPException(504, timeout_detail(limit)) from None
+    return events
+
+
+def _error(message: str, kind: str, code: int) -> dict[str, str]:
+    """An in-band error, as OpenAI sends once a stream has started (the SDKs raise APIError)."""
+    return _data({"error": {"message": message, "type": kind, "code": code}})
+
+
 async def _sse(
-    events: AsyncIterator[StreamEvent], cid: str, created: int, model: str, *, include_usage: bool
+    events: AsyncIterator[StreamEvent],
+    cid: str,
+    created: int,
+    model: str,
+    limit: float,
+    *,
+    include_usage: bool,
 ) -> AsyncIterator[dict[str, str]]:
-    yield _data(_chunk(cid, created, model, {"role": "assistant", "content": ""}))
     streamed: list[str] = []
     answer: Answer | None = None
     try:
+        yield _data(_chunk(cid, created, model, {"role": "assistant", "content": ""}))
         async for ev in events:
             if ev.kind == "token" and ev.token:
                 streamed.append(ev.token)
                 yield _data(_chunk(cid, created, model, {"content": ev.token}))
             elif ev.kind == "done":
                 answer = ev.answer
-    except Exception as exc:  # the stream has started: report in-band, as OpenAI does
-        log.exception("chat completion stream failed")
-        yield _data({"error": {"message": f"the answer failed: {exc}", "type": "server_error"}})
+    except TimeoutError:
+        yield _error(timeout_detail(limit), "timeout", 504)
         return
+    except Exception as exc:  # the stream has started: report in-band
+        log.exception("chat completion stream failed")
+        yield _error(f"the answer failed: {exc}", "server_error", 500)
+        return
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
     assert answer is not None
     final = _chunk(cid, created, model, {}, "stop")
     sent = "".join(streamed).rstrip()

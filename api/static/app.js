@@ -141,6 +141,8 @@ async function errorMessage(response) {
   } catch {
     /* not JSON */
   }
+  if (response.status === 401) return "Máy chủ yêu cầu khóa truy cập (API key) cho việc hỏi đáp.";
+  if (response.status === 504) return "Câu trả lời vượt quá thời gian cho phép. Vui lòng thử lại sau.";
   if (response.status === 503) return "Hệ thống đang bận trả lời câu hỏi khác. Vui lòng thử lại sau ít giây.";
   if (response.status === 422) return `Câu hỏi không hợp lệ${detail ? `: ${detail}` : "."}`;
   return `Máy chủ báo lỗi ${response.status}${detail ? `: ${detail}` : ""}.`;
@@ -274,20 +276,17 @@ function setBusy(busy) {
   ui.send.setAttribute("aria-label", busy ? "Dừng câu trả lời" : "Gửi câu hỏi");
 }
 
-function nearBottom() {
-  const c = ui.conversation;
-  return c.scrollHeight - c.scrollTop - c.clientHeight < 80;
-}
-
-function keepScrolled(follow) {
-  if (follow) ui.conversation.scrollTop = ui.conversation.scrollHeight;
+// Bring the new turn's top (the question, then the answer) into view; the evidence below it
+// can be long, so following the bottom would push the answer out of sight.
+function showTurn(turn) {
+  turn.el.scrollIntoView({ block: "start", behavior: prefersReducedMotion() ? "auto" : "smooth" });
 }
 
 async function ask(question) {
   ui.welcome.hidden = true;
   const turn = new Turn(question);
   ui.conversation.append(turn.el);
-  keepScrolled(true);
+  showTurn(turn);
   const controller = new AbortController();
   state.controller = controller;
   setBusy(true);
@@ -302,17 +301,20 @@ async function ask(question) {
     });
     if (!response.ok) throw new Error(await errorMessage(response));
     for await (const ev of readEvents(response)) {
-      const follow = nearBottom();
       const data = JSON.parse(ev.data);
       if (ev.event === "passages") {
         turn.showPassages(data.passages);
+        showTurn(turn);
         announce(`Đã tìm thấy ${data.passages.length} đoạn liên quan, đang soạn câu trả lời…`);
       } else if (ev.event === "token") {
         turn.addToken(data.text);
       } else if (ev.event === "done") {
         turn.finish(data);
+      } else if (ev.event === "error") {
+        throw new Error(data.status === 504
+          ? "Câu trả lời vượt quá thời gian cho phép nên đã bị dừng. Hãy hỏi lại, có thể ngắn gọn hơn."
+          : `Lỗi khi soạn câu trả lời: ${data.detail || data.status}`);
       }
-      keepScrolled(follow);
     }
     if (!turn.answer) throw new Error("Kết nối bị ngắt trước khi có câu trả lời. Vui lòng thử lại.");
     state.history.push(
@@ -327,6 +329,7 @@ async function ask(question) {
       turn.stopped();
       announce("Đã dừng.");
     } else {
+      controller.abort(); // stop reading whatever the server still sends
       const message = err instanceof TypeError
         ? "Không kết nối được tới máy chủ. Vui lòng kiểm tra và thử lại."
         : err.message;
@@ -408,11 +411,33 @@ async function openSource(cite, trigger) {
     ui.panelNote.textContent = "Bài viết đã thay đổi sau khi lập chỉ mục; phần tô sáng có thể lệch.";
     ui.panelNote.hidden = false;
   }
-  const mark = h("mark", { id: "cited-span", class: "cited-span" }, text.slice(start, end));
+  const mark = h("mark", { id: "cited-span", class: "cited-span" },
+    supportedParts(text, cite, start, end));
   ui.panelBody.replaceChildren(h("div", { class: "doc-text" },
     text.slice(0, start), mark, text.slice(end)));
   ui.panelBody.scrollTop = 0;
-  mark.scrollIntoView({ block: "center", behavior: prefersReducedMotion() ? "auto" : "smooth" });
+  const target = mark.querySelector(".support") || mark;
+  target.scrollIntoView({ block: "center", behavior: prefersReducedMotion() ? "auto" : "smooth" });
+}
+
+// The cited passage text[start:end), with the sentences that support the answer's claim
+// (the citation's `highlights`, file offsets in code points) marked more strongly inside it.
+function supportedParts(text, cite, start, end) {
+  const shift = start - unitIndex(text, cite.start); // non-zero if the passage was found by text
+  const spans = (cite.highlights || [])
+    .map((sp) => [unitIndex(text, sp.start) + shift, unitIndex(text, sp.end) + shift])
+    .map(([s, e]) => [Math.max(s, start), Math.min(e, end)])
+    .filter(([s, e]) => s < e)
+    .sort((a, b) => a[0] - b[0]);
+  const parts = [];
+  let at = start;
+  for (const [s, e] of spans) {
+    if (s < at) continue; // overlapping spans: keep the first
+    parts.push(text.slice(at, s), h("mark", { class: "support" }, text.slice(s, e)));
+    at = e;
+  }
+  parts.push(text.slice(at, end));
+  return parts.filter((part) => part !== "");
 }
 
 function closeSource() {

@@ -284,6 +284,69 @@ def test_the_generation_slot_is_freed(client: OpenAI, base_url: str, app: FastAP
     assert _gate_free(app)
 
 
+class SlowGenerator(FakeGenerator):
+    """The fake engine with a pause before every piece: generations last as long as needed."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(replies=["Hơn 170 thỏa thuận hợp tác đã được ký kết [1]. " * 40])
+        self.delay = delay
+        self.stopped = threading.Event()
+
+    def stream_chat(self, messages: Any, *, max_tokens: int, temperature: float) -> Iterator[str]:
+        try:
+            for piece in super().stream_chat(
+                messages, max_tokens=max_tokens, temperature=temperature
+            ):
+                time.sleep(self.delay)
+                yield piece
+        finally:
+            self.stopped.set()
+
+
+def test_answers_over_the_time_limit_are_stopped(settings: Settings, rag: RAG) -> None:
+    settings.request_timeout_s = 0.6
+    slow = SlowGenerator(delay=0.05)
+    rag._generator = slow
+    app = create_app(settings, rag=rag)
+    with serve(app) as url, OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client:
+        messages: Any = [{"role": "user", "content": Q170}]
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(model="rag-vi", messages=messages)
+        assert err.value.status_code == 504
+        assert slow.stopped.wait(5) and _gate_free(app)
+
+        slow.replies = ["Hơn 170 thỏa thuận hợp tác đã được ký kết [1]. " * 40]
+        slow.stopped.clear()
+        pieces: list[str] = []
+        with pytest.raises(openai.APIError) as stream_err:
+            for chunk in client.chat.completions.create(
+                model="rag-vi", messages=messages, stream=True
+            ):
+                pieces.extend(c.delta.content or "" for c in chunk.choices)
+        assert "time limit" in str(stream_err.value)
+        assert "170" in "".join(pieces)  # tokens came before the limit
+        assert slow.stopped.wait(5) and _gate_free(app)
+
+
+def test_reads_can_require_a_key(settings: Settings, rag: RAG) -> None:
+    settings.api_keys = ["s3cret"]
+    settings.require_key_for_reads = True
+    with serve(create_app(settings, rag=rag)) as url:
+        messages: Any = [{"role": "user", "content": Q170}]
+        with (
+            OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0) as bad,
+            pytest.raises(openai.AuthenticationError),
+        ):
+            bad.chat.completions.create(model="rag-vi", messages=messages)
+        with OpenAI(base_url=f"{url}/v1", api_key="s3cret", max_retries=0) as good:
+            resp = good.chat.completions.create(model="rag-vi", messages=messages)
+            assert "170" in (resp.choices[0].message.content or "")
+        doc = f"{url}/v1/documents/{SOURCE}"
+        assert httpx.get(doc).status_code == 401
+        ok = httpx.get(doc, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["name"] == SOURCE
+
+
 # --- GET /v1/models ---------------------------------------------------------------------------
 def test_models_list(client: OpenAI) -> None:
     models = list(client.models.list())
