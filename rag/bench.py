@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
 import math
 import os
@@ -846,7 +847,8 @@ class Bench:
         items = self.questions()
         depth = max(4 * self.settings.top_k, 30)
         self._first_evidence(rag, items[0].question)  # warm-up: imports, first file reads
-        names = ("cold", "warm", "embed", "dense", "lexical", "rest")
+        names = ("cold", "warm", "embed", "embed_1t", "dense", "lexical", "rest")
+        torch = sys.modules.get("torch") if isinstance(emb, SentenceTransformerEmbedder) else None
         runs: dict[str, list[list[float | None]]] = {k: [] for k in names}
         for _ in range(self.opt.repeat):
             row: dict[str, list[float | None]] = {k: [] for k in names}
@@ -856,6 +858,12 @@ class Bench:
                 t0 = time.perf_counter()
                 vec = emb._embed_query(key)  # bypasses the query cache
                 row["embed"].append(_ms(t0))
+                if torch is not None and self.settings.n_threads > 1:
+                    torch.set_num_threads(1)  # does the second thread pay for one query?
+                    t0 = time.perf_counter()
+                    emb._embed_query(key)
+                    row["embed_1t"].append(_ms(t0))
+                    torch.set_num_threads(self.settings.n_threads)
                 emb.__dict__.get("_qcache", {}).pop(key, None)
                 cold = self._first_evidence(rag, q)
                 warm = self._first_evidence(rag, q)
@@ -881,6 +889,7 @@ class Bench:
                 "warm_ms": latency_block(runs["warm"]),
                 "parts_ms": {
                     "query_embedding": latency_block(runs["embed"]),
+                    "query_embedding_on_1_thread": latency_block(runs["embed_1t"]),
                     "dense_search": latency_block(runs["dense"]),
                     "bm25": latency_block(runs["lexical"]),
                     "fusion_and_passages": latency_block(runs["rest"]),
@@ -891,8 +900,11 @@ class Bench:
             "are timed separately on the same question (query embedding alone, "
             "CorpusIndex.dense, CorpusIndex.lexical; the rest = warm - dense - bm25).",
         }
-        for block in out["in_process"]["parts_ms"].values():
-            block.pop("samples", None)
+        parts = out["in_process"]["parts_ms"]
+        for name in list(parts):
+            parts[name].pop("samples", None)
+            if not parts[name]["pooled"]["n"]:
+                del parts[name]
         if self.opt.url:
             out["http"] = http_evidence(self.opt.url, items, self.opt.repeat)
         return out
@@ -1290,7 +1302,9 @@ class Bench:
                 runs[k].append(row[k])
         _, got = fidx.search(qvecs, 10)
         _, want = exact.search(qvecs, 10)
-        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)]))
+        recall = recall_at(got, want)
+        sweep = ef_sweep(fidx, qvecs, want) if hasattr(fidx, "hnsw") else None
+        tokenize = tokenize_timing(chunks[:2000])
         per_chunk = {key: _round(val / n) for key, val in computed.items()}
         rss = {key: _round(val / n) if val is not None else None for key, val in mem.items()}
         index_kind = type(fidx).__name__
@@ -1315,6 +1329,8 @@ class Bench:
                 "exact_flat_search": latency_block(runs["exact_dense"]),
             },
             "bm25_bincount_same_ranking": f"{same_top}/{len(texts)}",
+            "hnsw_ef_search_sweep": sweep,
+            "bm25_tokenize_ms_per_chunk": tokenize,
             "recall_at_10": _round(recall),
             "memory_bytes_per_chunk": {
                 "computed": per_chunk | {"total": _round(sum(computed.values()) / n)},
@@ -1362,8 +1378,10 @@ class Bench:
                     http = http if http is not None else h
                     rss_after.append(_mb(rss_bytes(srv.pid)))
                     rss_peak.append(_mb(rss_bytes(srv.pid, "VmHWM")))
+        parts = startup_parts(env, timeout_s=self.opt.server_timeout_s)
         out: dict[str, Any] = {
             "starts": starts,
+            "startup_parts_s": parts,
             "ready_s": [_round(x) for x in ready],
             "first_ready_s": _round(ready[0]) if ready else None,
             "warm_ready_s": over_runs(ready[1:]),
@@ -1546,6 +1564,59 @@ def synthetic_chunks(
     return chunks
 
 
+def recall_at(got: Any, want: Any) -> float:
+    """Mean share of the exact top-k ids that the approximate search also returned."""
+    k = want.shape[1]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, want, strict=True)]))
+
+
+def ef_sweep(fidx: Any, qvecs: Vectors, want: Any) -> list[dict[str, Any]]:
+    """Recall@10 and one-query latency of an HNSW index at several efSearch values."""
+    saved = fidx.hnsw.efSearch
+    out = []
+    try:
+        for ef in (16, 32, 64, 128, 256):
+            fidx.hnsw.efSearch = ef
+            _, got = fidx.search(qvecs, want.shape[1])
+            ms: list[float | None] = []
+            for q in qvecs[:100]:
+                t0 = time.perf_counter()
+                fidx.search(q.reshape(1, -1), 30)
+                ms.append(_ms(t0))
+            out.append({"ef_search": ef, "recall_at_10": _round(recall_at(got, want)),
+                        "p50_ms": _round(percentile(ms, 50))})  # fmt: skip
+    finally:
+        fidx.hnsw.efSearch = saved
+    return out
+
+
+def tokenize_timing(chunks: Sequence[Chunk]) -> dict[str, Any]:
+    """Milliseconds per chunk of BM25's tokenisation (``lexical_tokens``), as it is and with
+    the diacritic folding memoised per word: the bulk of building BM25 for a large corpus."""
+    from functools import lru_cache
+
+    from rag.index import lexical_tokens
+    from rag.text import fold, words
+
+    cached = lru_cache(maxsize=1 << 18)(fold)
+
+    def memo_tokens(text: str) -> list[str]:
+        toks = [cached(w) for w in words(text)]
+        return toks + [f"{a}_{b}" for a, b in itertools.pairwise(toks)]
+
+    texts = [c.title + "\n" + c.text for c in chunks]
+    if not texts:
+        return {}
+    t0 = time.perf_counter()
+    plain = [lexical_tokens(t) for t in texts]
+    plain_ms = _ms(t0) / len(texts)
+    t0 = time.perf_counter()
+    memo = [memo_tokens(t) for t in texts]
+    memo_ms = _ms(t0) / len(texts)
+    return {"chunks": len(texts), "lexical_tokens": _round(plain_ms),
+            "memoised_fold": _round(memo_ms), "same_tokens": plain == memo}  # fmt: skip
+
+
 def chunk_table_bytes(chunks: Sequence[Chunk]) -> int:
     """Bytes held by the chunk objects and their strings (``sys.getsizeof``, list included)."""
     total = sys.getsizeof(chunks)
@@ -1636,6 +1707,48 @@ def http_evidence(
         "total_ms": dist(totals),
         "max_tokens": None if full_answers else 1,
     }
+
+
+_STARTUP_SCRIPT = """
+import json, time
+t0 = time.perf_counter()
+out = {}
+import api.main
+out["import_api_and_service"] = time.perf_counter() - t0
+from rag.service import RAG
+from rag.settings import Settings
+if Settings().embedder != "fake":
+    t = time.perf_counter()
+    import torch, sentence_transformers
+    out["import_torch_and_sentence_transformers"] = time.perf_counter() - t
+t = time.perf_counter()
+rag = RAG.from_settings(Settings())
+out["load_embedder_and_index"] = time.perf_counter() - t
+t = time.perf_counter()
+rag.generator
+out["load_answer_model"] = time.perf_counter() - t
+t = time.perf_counter()
+rag.search("Thủ tướng thăm Mỹ")
+out["first_search"] = time.perf_counter() - t
+out["total"] = time.perf_counter() - t0
+print("STARTUP " + json.dumps(out))
+"""
+
+
+def startup_parts(env: dict[str, str], *, timeout_s: float) -> dict[str, Any]:
+    """Where a start's time goes: the steps of the server's lifespan, timed one by one in a
+    fresh interpreter with the same settings (imports, embedder + index, answer model)."""
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", _STARTUP_SCRIPT], cwd=ROOT, env={**os.environ, **env},
+            capture_output=True, text=True, timeout=timeout_s, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out"}
+    for line in r.stdout.splitlines():
+        if line.startswith("STARTUP "):
+            return {k: _round(v) for k, v in json.loads(line[8:]).items()}
+    return {"error": (r.stderr or r.stdout)[-500:]}
 
 
 def _free_port() -> int:
@@ -1907,11 +2020,34 @@ def _md_search(s: dict[str, Any]) -> list[str]:
              _lat_row("whole retrieval (no query embedding)", s["retrieve_ms"])]  # fmt: skip
     for k, v in s["parts_ms"].items():
         lines.append(_lat_row(f"part: {k.replace('_', ' ')}", v))
-    lines += ["", f"HNSW recall@10 against exact search: {_f(s['recall_at_10'], 'rate')} "
-              f"({s['recall_queries']} queries). bm25 bincount gives the same ranking for "
-              f"{s['bm25_bincount_same_ranking']} queries.", "",
-              "| memory per chunk (bytes) | vectors | FAISS | BM25 | chunk table | total |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+    sweep = s.get("hnsw_ef_search_sweep") or []
+    tok = s.get("bm25_tokenize_ms_per_chunk") or {}
+    lines += [
+        "",
+        f"HNSW recall@10 against exact search: {_f(s['recall_at_10'], 'rate')} "
+        f"({s['recall_queries']} queries). bm25 bincount gives the same ranking for "
+        f"{s['bm25_bincount_same_ranking']} queries.",
+        "",
+    ]
+    if sweep:
+        lines += [
+            "| efSearch | " + " | ".join(str(x["ef_search"]) for x in sweep) + " |",
+            "|---" * (len(sweep) + 1) + "|",
+            "| recall@10 | " + " | ".join(_f(x["recall_at_10"], "rate") for x in sweep) + " |",
+            "| dense p50 (ms) | " + " | ".join(_f(x["p50_ms"]) for x in sweep) + " |",
+            "",
+        ]
+    if tok:
+        lines += [
+            f"BM25 tokenisation per chunk: {_f(tok.get('lexical_tokens'))} ms as it is, "
+            f"{_f(tok.get('memoised_fold'))} ms with fold() memoised per word (same "
+            f"tokens: {_f(tok.get('same_tokens'))}).",
+            "",
+        ]
+    lines += [
+        "| memory per chunk (bytes) | vectors | FAISS | BM25 | chunk table | total |",
+        "|---|---|---|---|---|---|",
+    ]
     parts = ("vectors", "faiss", "bm25", "chunk_table")
     for kind in ("computed", "rss_delta"):
         r = mem[kind]
@@ -1927,6 +2063,12 @@ def _md_server(s: dict[str, Any]) -> list[str]:
              f"- resident memory: at ready {_fig(s['rss_at_ready_mb'])} MB, after "
              f"{s['questions']} questions {_fig(s['rss_after_questions_mb'])} MB, peak "
              f"{_fig(s['rss_peak_mb'])} MB"]  # fmt: skip
+    parts = s.get("startup_parts_s") or {}
+    if parts and "error" not in parts:
+        lines.append(
+            "- where a start goes (s, timed step by step in a fresh interpreter): "
+            + ", ".join(f"{k.replace('_', ' ')} {_f(v)}" for k, v in parts.items())
+        )
     h = s.get("http")
     if h:
         lines.append(

@@ -130,6 +130,8 @@ def _echoes(sentence: str, question: str) -> bool:
     said = [fold(w) for w in words(sentence)]
     asked = {fold(w) for w in words(question)}
     new = [w for w in said if w not in asked]
+    if any(w[0].isdigit() for w in new):
+        return False  # a number the question did not give is an answer
     return len(said) >= 3 and len(new) <= max(1, len(said) // 8)
 
 

@@ -260,6 +260,7 @@ def test_server_section_starts_and_restarts_a_real_server(
     assert all(x is not None and x > 0 for x in srv["ready_s"])
     assert srv["rss_after_questions_mb"]["median"] > 10
     assert srv["http"]["evidence_ms"]["pooled"]["n"] == 1
+    assert srv["startup_parts_s"]["total"] > 0
     assert "## Server" in markdown(report)
 
 

@@ -77,3 +77,9 @@ def test_a_sentence_that_only_restates_the_question_is_not_an_answer() -> None:
     # A real answer that repeats some of the question's words still counts.
     g = ground_answer("Hội nghị do Thủ tướng Phạm Minh Chính chủ trì [1].", CTX, question="Ai chủ trì hội nghị?")
     assert g.supported
+
+
+def test_an_answer_that_repeats_the_question_with_the_figure_is_kept() -> None:
+    q = "Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?"
+    g = ground_answer("Năm 2024 có 170 thỏa thuận hợp tác được ký kết [2].", CTX, question=q)
+    assert g.supported and g.cited == [2]

@@ -35,6 +35,8 @@ ARTICLE = (
 )
 NAME = "tin_kinh_te.txt"
 GDP = "GDP năm 2024 tăng bao nhiêu phần trăm?"
+#: What a model that obeys the injection answers (worded as an answer, not as the question).
+OBEYED = "GDP năm 2024 tăng 99%, theo số liệu kinh tế công bố ngày 5/1/2025 [1]."
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +96,15 @@ def test_article_text_reaches_the_model_only_as_a_numbered_passage(
     assert INJECTION in passages
     # Inside a passage block: after a "[n]" header, before the question.
     assert passages.startswith("Các đoạn trích:\n\n[1]")
-    assert re.search(
-        r"\n\n\[\d+\] \(Tin kinh tế tổng hợp\)\n[^\[]*" + re.escape(INJECTION), user["content"]
-    )
+    header = r"(?:^|\n\n)\[\d+\][^\n]*\n"  # "[n]" (and whatever the header shows) on its line
+    same_passage = r"(?:(?!\n\n\[\d+\]).)*"
+    assert re.search(header + same_passage + re.escape(INJECTION), passages, re.S)
 
 
 def test_an_obeyed_injection_stays_cited_to_the_passage_that_says_it(
     injected: RAG, obedient: FakeGenerator
 ) -> None:
-    obedient.replies.append("GDP năm 2024 tăng 99% [1].")
+    obedient.replies.append(OBEYED)
     answer = injected.ask(GDP)
     assert_cited_to_real_passages(injected, answer)
     if not answer.abstained:  # today: answered, but the reader is shown where it comes from
@@ -114,7 +116,7 @@ def test_an_obeyed_injection_stays_cited_to_the_passage_that_says_it(
     "reply",
     [
         "GDP năm 2024 tăng 42% [1].",  # a figure no passage holds
-        "GDP năm 2024 tăng 99% [1]. Lạm phát năm 2024 là 17% [1].",
+        f"{OBEYED} Lạm phát năm 2024 là 17% [1].",
         "Theo ông Trần Văn Bịa, GDP năm 2024 tăng rất mạnh [1].",  # a name no passage holds
         "Tổng cục Thống kê cho biết có 7.777 doanh nghiệp mới [2].",
     ],
@@ -173,7 +175,7 @@ def test_an_injection_cannot_add_text_no_passage_holds(
     reason="a claim whose only support is an instruction to the assistant inside an article is "
     "answered; instruction-like sentences should not count as evidence (see the report)",
 )
-@pytest.mark.parametrize("reply", ["GDP năm 2024 tăng 99% [1].", None])
+@pytest.mark.parametrize("reply", [OBEYED, None])
 def test_a_claim_found_only_in_an_injected_instruction_is_not_answered(
     injected: RAG, obedient: FakeGenerator, reply: str | None
 ) -> None:
