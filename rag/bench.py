@@ -950,9 +950,11 @@ class Bench:
             # would find its whole prompt cached.
             first_after_load, _ = self._first_token(rag, WARMUP_QUESTION)
             last = WARMUP_QUESTION
+            system_tokens = _count_tokens(gen, [gen.calls[-1][0]]) if gen.calls else None
             ttft: list[list[float | None]] = []
             evid: list[list[float | None]] = []
             prompt_tokens: list[int] = []
+            prompt_rate: list[float | None] = []
             no_model = 0
             by_q: dict[str, list[float]] = {}
             for _ in range(self.opt.repeat):
@@ -974,10 +976,12 @@ class Bench:
                     n = _count_tokens(gen, gen.calls[-1])
                     if n is not None and len(prompt_tokens) < len(items):
                         prompt_tokens.append(n)
+                    if n is not None and tok is not None and ev is not None and tok > ev:
+                        # Tokens after the reused system prompt, per second of waiting.
+                        prompt_rate.append((n - (system_tokens or 0)) / ((tok - ev) / 1000))
                 ttft.append(t_row)
                 evid.append(e_row)
             prefix = self._prefix_effect(rag, llm, prefix_items, by_q)
-            system_tokens = _count_tokens(gen, [gen.calls[-1][0]]) if gen.calls else None
             out["models"][role] = {
                 "model": model,
                 "load_s": _round(load_s),
@@ -987,6 +991,7 @@ class Bench:
                 "answered_without_model": no_model,
                 "prompt_tokens": dist(prompt_tokens),
                 "system_prompt_tokens": system_tokens,
+                "prompt_tok_s_after_prefix": dist(prompt_rate),
                 "prefix_cache": prefix,
             }
             out["models"][role]["evidence_ms"].pop("samples", None)
@@ -1944,8 +1949,9 @@ def _md_evidence(e: dict[str, Any]) -> list[str]:
 def _md_first_token(ft: dict[str, Any]) -> list[str]:
     lines = ["", "## Time to first answer token", "", ft["definition"], "",
              "| model | load (s) | first after load (ms) | p50 (ms) | p95 (ms) | prompt tokens p50 "
-             "(system) | prefix cache off → on, p50 (ms) |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "(system) | prompt tok/s after the system prompt | prefix cache off → on, p50 "
+             "(ms) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for role, r in ft["models"].items():
         pc = r.get("prefix_cache") or {}
         pc_txt = "—"
@@ -1958,7 +1964,8 @@ def _md_first_token(ft: dict[str, Any]) -> list[str]:
             f"| {role}: `{r['model']}` | {_f(r['load_s'])} | "
             f"{_f(r['first_request_after_load_ms'])} | {_fig(r['ttft_ms']['p50'])} | "
             f"{_fig(r['ttft_ms']['p95'])} | {_f(dig(r, ('prompt_tokens', 'p50')))} "
-            f"({_f(r.get('system_prompt_tokens'))}) | {pc_txt} |"
+            f"({_f(r.get('system_prompt_tokens'))}) | "
+            f"{_f(dig(r, ('prompt_tok_s_after_prefix', 'p50')))} | {pc_txt} |"
         )
     return lines
 

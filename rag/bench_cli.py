@@ -99,7 +99,8 @@ def bench_command(
     table = Table("target", "measured", "bound", "met")
     for t in report["targets"]:
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}[t["met"]]
-        table.add_row(t["target"], f"{t['value']} {t['unit']}", f"{t['bound']} {t['unit']}", met)
+        value = "—" if t["value"] is None else f"{t['value']} {t['unit']}"
+        table.add_row(t["target"], value, f"{t['bound']} {t['unit']}", met)
     console.print(table)
     for name, err in report["errors"].items():
         console.print(f"[yellow]section {name} failed:[/] {err}")

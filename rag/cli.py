@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rag.bench_cli import register as register_bench
 from rag.evaluation.cli import register as register_eval
 from rag.index import IndexError_
 from rag.models import ModelError, fetch, is_ready, load_manifest
@@ -21,6 +22,7 @@ app = typer.Typer(help="Offline question answering over Vietnamese articles.", n
 models_app = typer.Typer(help="Fetch and verify the model weights.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 register_eval(app)
+register_bench(app)
 console = Console(stderr=True)
 
 PROFILES = {
@@ -182,7 +184,12 @@ def serve(
         s.host = host
     if port:
         s.port = port
-    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info")
+    rag = _rag(s)  # index and models are checked here, so a problem is one clear sentence
+    try:
+        rag.generator  # noqa: B018 - load the answer model before accepting requests
+    except ModelError as exc:
+        _fail(str(exc))
+    uvicorn.run(create_app(s, rag=rag), host=s.host, port=s.port, log_level="info")
 
 
 def main() -> None:

@@ -50,9 +50,7 @@ def key_terms(question: str, *, english: bool) -> list[str]:
         if re.fullmatch(r"\d[\d/.,]*", t):
             if len(t) >= 2:
                 terms.append(normalize_numbers(t))
-        elif t.isupper() and len(t) >= 2:
-            terms.append(fold(t))
-        elif t[0].isupper() and i > 0 and not english:
+        elif (t.isupper() and len(t) >= 2) or (t[0].isupper() and i > 0 and not english):
             terms.append(fold(t))
     return terms
 

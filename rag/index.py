@@ -142,9 +142,12 @@ class IndexStore:
             raise IndexError_(
                 f"no index in {self.root}/: build it with `rag ingest` (or `make index`)"
             )
-        gen = self.root / self.current_file.read_text().strip()
+        gen = self.root / "CURRENT"
         try:
+            gen = self.root / self.current_file.read_text(encoding="utf-8").strip()
             manifest = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+            if not isinstance(manifest, dict):
+                raise ValueError("manifest.json is not an object")
             if manifest.get("format") != FORMAT_VERSION:
                 raise ValueError(f"format {manifest.get('format')} is not {FORMAT_VERSION}")
             chunk_bytes = (gen / "chunks.jsonl").read_bytes()
@@ -163,20 +166,21 @@ class IndexStore:
                     f"expected ({len(chunks)}, {manifest['dim']})"
                 )
             fidx = faiss.read_index(str(gen / "vectors.faiss"))
-            if fidx.ntotal != len(chunks):
+            if fidx.ntotal != len(chunks) or fidx.d != manifest["dim"]:
                 raise ValueError("vectors.faiss does not hold one vector per chunk")
+            embedder = str(manifest["embedder"])
             files = {n: FileRecord(**r) for n, r in manifest["files"].items()}
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
             raise IndexError_(
                 f"the index in {gen} is corrupt or unreadable ({exc}); {REBUILD_HINT}"
             ) from exc
-        if expected_embedder is not None and manifest["embedder"] != expected_embedder:
+        if expected_embedder is not None and embedder != expected_embedder:
             raise IndexError_(
                 f"the index in {self.root}/ was built with embedding model "
-                f"{manifest['embedder']!r}, "
+                f"{embedder!r}, "
                 f"but the service is configured with {expected_embedder!r}; {REBUILD_HINT}"
             )
-        index = CorpusIndex(manifest["embedder"], manifest["dim"], chunks, vectors, files)
+        index = CorpusIndex(embedder, manifest["dim"], chunks, vectors, files)
         index.build(fidx)
         return index
 

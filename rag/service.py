@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from rag.context import select, sentences
 from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from rag.generation import ChatMessage, FakeGenerator, Generator, LlamaCppGenerator
-from rag.context import select, sentences
 from rag.grounding import ground_answer, is_abstention, support, unknown_terms
 from rag.index import CorpusIndex, FileRecord, IndexError_, IndexStore
 from rag.ingest.chunking import chunk_article
@@ -321,6 +321,10 @@ class RAG:
         q = nfc(question).strip()
         if not q:
             raise QuestionError("the question is empty")
+        try:
+            q.encode("utf-8")
+        except UnicodeEncodeError:
+            raise QuestionError("the question is not valid Unicode text") from None
         if len(q) > self.settings.max_question_chars:
             raise QuestionError(
                 f"the question has {len(q)} characters; the limit is "

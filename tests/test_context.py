@@ -34,7 +34,9 @@ def test_short_passages_are_left_whole() -> None:
 
 
 def test_select_shares_the_budget_between_the_first_k() -> None:
-    chosen = select([_p(TEXT), _p(TEXT), _p(TEXT)], "Bao nhiêu thỏa thuận được ký kết?", k=2, budget=160)
+    chosen = select(
+        [_p(TEXT), _p(TEXT), _p(TEXT)], "Bao nhiêu thỏa thuận được ký kết?", k=2, budget=160
+    )
     assert len(chosen) == 2
     assert all(len(p.chunk.text) <= 80 for p in chosen)
     assert all("170" in p.chunk.text for p in chosen)

@@ -75,7 +75,9 @@ def test_a_sentence_that_only_restates_the_question_is_not_an_answer() -> None:
     g = ground_answer("Tăng trưởng GDP đạt bao nhiêu phần trăm [2]?", CTX, question="GDP?")
     assert not g.supported
     # A real answer that repeats some of the question's words still counts.
-    g = ground_answer("Hội nghị do Thủ tướng Phạm Minh Chính chủ trì [1].", CTX, question="Ai chủ trì hội nghị?")
+    g = ground_answer(
+        "Hội nghị do Thủ tướng Phạm Minh Chính chủ trì [1].", CTX, question="Ai chủ trì hội nghị?"
+    )
     assert g.supported
 
 

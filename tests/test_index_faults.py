@@ -291,26 +291,21 @@ DAMAGE: list[object] = [
     pytest.param(_edit_manifest(lambda m: m.update(files={"x": 1})), id="manifest.json-bad-files"),
     pytest.param(
         lambda g: (g / "manifest.json").write_text("[]"), id="manifest.json-not-an-object",
-        marks=pytest.mark.xfail(strict=True, raises=AttributeError, reason=KNOWN_GAP.format("AttributeError")),
     ),
     pytest.param(
         _edit_manifest(lambda m: m.pop("embedder")), id="manifest.json-no-embedder",
-        marks=pytest.mark.xfail(strict=True, raises=KeyError, reason=KNOWN_GAP.format("KeyError")),
     ),
     pytest.param(_truncate("vectors.faiss"), id="vectors.faiss-truncated"),
     pytest.param(lambda g: (g / "vectors.faiss").unlink(), id="vectors.faiss-missing"),
     pytest.param(_other_faiss(256, 3), id="vectors.faiss-wrong-count"),
     pytest.param(
         _other_faiss(64), id="vectors.faiss-wrong-dimension",
-        marks=pytest.mark.xfail(strict=True, reason="rag/index.py does not compare the FAISS "
-                                "dimension with the manifest; the first search then fails"),
     ),
     pytest.param(_pointer(b"gen-404\n"), id="CURRENT-dangling"),
     pytest.param(_pointer(b""), id="CURRENT-empty"),
     pytest.param(_pointer(b"../../../../etc\n"), id="CURRENT-outside"),
     pytest.param(
         _pointer(b"\xff\xfe\x00"), id="CURRENT-not-text",
-        marks=pytest.mark.xfail(strict=True, raises=UnicodeDecodeError, reason=KNOWN_GAP.format("UnicodeDecodeError")),
     ),
 ]  # fmt: skip
 
@@ -396,11 +391,6 @@ def test_the_server_stops_once_with_the_message(
     assert log.count("Application startup failed") == 1  # it gives up once; no retry loop
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`rag serve` prints a Python traceback before the message: rag/cli.py should build "
-    "the service (with _rag) before uvicorn.run; see the report of issue 7",
-)
 def test_rag_serve_on_a_damaged_index_prints_only_the_message(
     damaged: Settings, tmp_path: Path
 ) -> None:

@@ -161,7 +161,9 @@ def test_add_and_delete_document(rag: RAG, settings: Settings) -> None:
         rag.delete_document("moi.txt")
 
 
-def test_a_question_about_something_never_mentioned_abstains_without_the_model(settings: Settings) -> None:
+def test_a_question_about_something_never_mentioned_abstains_without_the_model(
+    settings: Settings,
+) -> None:
     gen = FakeGenerator(replies=["GDP tăng 6,8% [1]."])
     service = RAG(settings, HashingEmbedder(), gen)
     service.ingest()

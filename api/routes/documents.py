@@ -46,7 +46,12 @@ def _change(r: IngestReport) -> DocumentChange:
     return DocumentChange(added=r.added, updated=r.updated, removed=r.removed, chunks=r.chunks)
 
 
-@router.get("/v1/documents", response_model=list[Document])
+@router.get(
+    "/v1/documents",
+    response_model=list[Document],
+    dependencies=[ReadAuth],
+    responses={401: {"description": "A key is required for reads"}},
+)
 def list_documents(rag: RagDep) -> list[Document]:
     """The indexed articles with their chunk counts, hashes and indexing times."""
     return [Document.model_validate(r.__dict__) for r in rag.documents()]

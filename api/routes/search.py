@@ -8,13 +8,18 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import RagDep
+from api.deps import RagDep, ReadAuth
 from api.schemas import SearchResponse
 
 router = APIRouter(tags=["search"])
 
 
-@router.get("/v1/search", response_model=SearchResponse)
+@router.get(
+    "/v1/search",
+    response_model=SearchResponse,
+    dependencies=[ReadAuth],
+    responses={401: {"description": "A key is required for reads"}},
+)
 async def search(
     rag: RagDep,
     q: Annotated[

@@ -13,20 +13,18 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
-import uvicorn
 from fastapi import FastAPI
+from live_server import live_server
 
 from api.deps import GenerationGate
 from api.main import create_app
@@ -74,34 +72,6 @@ class SlowGenerator(FakeGenerator):
             with self.lock:
                 self.active -= 1
                 self.emitted.append(n)
-
-
-@contextmanager
-def live_server(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread on a free loopback port; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    host, port = sock.getsockname()
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    t0 = time.monotonic()
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("the server did not start (see the log above)")
-            if time.monotonic() - t0 > 120:
-                raise TimeoutError("the server did not start within 120 s")
-            time.sleep(0.02)
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 def client(url: str, timeout: float = 10.0) -> httpx.AsyncClient:
