@@ -33,7 +33,7 @@ def _sections(only: list[str] | None) -> tuple[str, ...]:
 
 def bench_command(
     quick: Annotated[
-        bool, typer.Option("--quick", help="Reduced sizes and one run (about a minute).")
+        bool, typer.Option("--quick", help="Small sizes, one run: a smoke test.")
     ] = False,
     out: Annotated[Path, typer.Option(help="Folder for report.json and report.md.")] = Path(
         "bench/reports/latest"

@@ -84,7 +84,7 @@ def fake_llama_generator(llm: FakeLlama) -> LlamaCppGenerator:
     gen = LlamaCppGenerator.__new__(LlamaCppGenerator)
     gen.name = "fake-llama"
     gen.model_path = Path("fake.gguf")
-    gen._llm = llm
+    gen._llm = llm  # type: ignore[assignment]
     gen.lock = threading.Lock()
     return gen
 
@@ -206,6 +206,8 @@ def test_quick_run_on_fakes_writes_a_complete_report(
         assert r["ttft_ms"]["p50"]["median"] >= FIRST_S * 1000
         assert r["prefix_cache"]["measured"] is True
         assert r["prompt_tokens"]["n"] == 4
+    busy = ft["default"]["evidence_while_generating_ms"]
+    assert busy["threads_as_configured"]["n"] == 4 and busy["tokens_generated_meanwhile"] > 0
     llms = engines.llms  # type: ignore[attr-defined]
     assert sum(llm.resets for llm in llms) >= 2  # the prefix-cache-off runs reset the state
 

@@ -200,6 +200,9 @@ def test_the_server_binds_to_loopback_by_default(
     for name in ("RAG_HOST", "RAG_PORT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no .env
+    # `rag serve` builds the service before uvicorn starts; fake engines keep that instant.
+    monkeypatch.setenv("RAG_EMBEDDER", "fake")
+    monkeypatch.setenv("RAG_GENERATOR", "fake")
     assert Settings().host == "127.0.0.1"
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda _app, **kw: calls.append(kw))
