@@ -102,12 +102,17 @@ async def ask(
         return rag.stream(question, top_k=body.top_k, history=history, max_tokens=body.max_tokens)
 
     if not body.stream:
-        return await unless_client_leaves(request, _answer(gate, make, deadline, limit))
+        return await unless_client_leaves(
+            request, answer_within_limits(gate, make, deadline, limit)
+        )
     events, first = await unless_client_leaves(request, _start(gate, make, deadline, limit))
     return EventSourceResponse(_sse(events, first, limit), ping=15)
 
 
-async def _answer(gate: GenerationGate, make: Make, deadline: float, limit: float) -> Answer:
+async def answer_within_limits(
+    gate: GenerationGate, make: Make, deadline: float, limit: float
+) -> Answer:
+    """Wait for the generation slot, run to the `done` event, 504 past the time limit."""
     await gate.acquire(timeout=limit)
     # From here the slot belongs to pump's worker, which frees it when the generation has ended.
     answer = None

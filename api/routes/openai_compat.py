@@ -30,6 +30,7 @@ from api.deps import (
     unless_client_leaves,
     until_deadline,
 )
+from api.routes.ask import answer_within_limits as _answer
 from api.streaming import pump
 from rag.generation import ChatMessage
 from rag.service import QuestionError, StreamEvent
@@ -329,20 +330,6 @@ async def chat_completions(
         citations=answer.citations,
         abstained=answer.abstained,
     )
-
-
-async def _answer(gate: GenerationGate, make: Make, deadline: float, limit: float) -> Answer:
-    await gate.acquire(timeout=limit)
-    # From here the slot belongs to pump's worker, which frees it when the generation has ended.
-    answer = None
-    try:
-        async for ev in until_deadline(pump(make, on_finish=gate.release), deadline):
-            if ev.kind == "done":
-                answer = ev.answer
-    except TimeoutError:
-        raise HTTPException(504, timeout_detail(limit)) from None
-    assert answer is not None
-    return answer
 
 
 async def _start(
