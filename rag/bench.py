@@ -46,6 +46,7 @@ import numpy as np
 
 from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder, Vectors
 from rag.evaluation.metrics import percentile
+from rag.evaluation.report import _git
 from rag.evaluation.runner import GoldItem, load_gold
 from rag.generation import ChatMessage, FakeGenerator, Generator, LlamaCppGenerator
 from rag.settings import DEFAULT_GENERATOR, SMALL_GENERATOR, Settings
@@ -241,16 +242,6 @@ def _versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def _git(*args: str) -> str | None:
-    try:
-        r = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout.strip()
 
 
 def machine_info() -> dict[str, Any]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from rag.context import select, sentences
 from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from rag.generation import ChatMessage, FakeGenerator, Generator, LlamaCppGenerator
@@ -98,13 +100,14 @@ class RAG:
         self._generator_lock = threading.Lock()
         self.store = store or IndexStore(settings.index_dir)
         self._write_lock = threading.Lock()
+        self._originals: dict[tuple[str, str], str] = {}
         self.index = CorpusIndex(embedder.identity, embedder.dim)
         if self.store.exists():
             self.index = self.store.load(expected_embedder=embedder.identity)
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
-    def from_settings(cls, settings: Settings | None = None, *, load_index: bool = True) -> RAG:
+    def from_settings(cls, settings: Settings | None = None) -> RAG:
         settings = settings or Settings()
         embedder: Embedder
         if settings.embedder == "fake":
@@ -117,10 +120,7 @@ class RAG:
                 batch_size=settings.embed_batch_size,
                 max_seq_length=settings.embed_max_seq_length,
             )
-        store = IndexStore(settings.index_dir)
-        if not load_index:
-            store = IndexStore(settings.index_dir)
-        return cls(settings, embedder, None, store=store)
+        return cls(settings, embedder, None, store=IndexStore(settings.index_dir))
 
     @property
     def generator(self) -> Generator:
@@ -243,10 +243,6 @@ class RAG:
             report.chunks = len(self.index.chunks)
             return
 
-        import numpy as np
-
-        from rag.index import CorpusIndex as _CI
-
         todo = [c for c in new_chunks if c.hash not in vec_by_hash]
         if todo:
             fresh = self.embedder.embed_documents([embed_text(c) for c in todo])
@@ -258,10 +254,11 @@ class RAG:
             if chunks
             else np.zeros((0, self.embedder.dim), dtype=np.float32)
         )
-        index = _CI(self.embedder.identity, self.embedder.dim, chunks, vectors, files)
+        index = CorpusIndex(self.embedder.identity, self.embedder.dim, chunks, vectors, files)
         index.build()
         self.store.save(index)
         self.index = index  # one reference swap: readers see the old or the new index, whole
+        self._originals.clear()
         report.chunks = len(chunks)
 
     # --- retrieval ---------------------------------------------------------------------------
@@ -299,16 +296,22 @@ class RAG:
         self._attach_original(out)
         return out
 
+    def _original(self, source: str) -> str:
+        """The article's text as indexed, read once per file version (not once per question)."""
+        record = self.index.files.get(source)
+        key = (source, record.sha256 if record else "")
+        text = self._originals.get(key)
+        if text is None:
+            try:
+                text = decode_article(source, (self.settings.data_dir / source).read_bytes())
+            except (OSError, UnreadableFile):
+                text = ""
+            self._originals[key] = text
+        return text
+
     def _attach_original(self, passages: list[Passage]) -> None:
-        cache: dict[str, str] = {}
         for p in passages:
-            src = p.chunk.source
-            if src not in cache:
-                try:
-                    cache[src] = decode_article(src, (self.settings.data_dir / src).read_bytes())
-                except (OSError, UnreadableFile):
-                    cache[src] = ""
-            text = cache[src][p.chunk.start : p.chunk.end]
+            text = self._original(p.chunk.source)[p.chunk.start : p.chunk.end]
             p.original_text = text if text else p.chunk.text
 
     def search(self, query: str, k: int | None = None) -> list[Citation]:
