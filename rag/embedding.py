@@ -35,14 +35,17 @@ class Embedder(ABC):
     def embed_query(self, text: str) -> Vectors:
         """Embed one query; repeated queries (chat retries, evaluation reruns) hit a small cache."""
         cache: OrderedDict[str, Vectors] = self.__dict__.setdefault("_qcache", OrderedDict())
-        hit = cache.get(text)
-        if hit is not None:
-            cache.move_to_end(text)
-            return hit
+        lock: threading.Lock = self.__dict__.setdefault("_qcache_lock", threading.Lock())
+        with lock:  # requests embed from several threads; the LRU bookkeeping is not atomic
+            hit = cache.get(text)
+            if hit is not None:
+                cache.move_to_end(text)
+                return hit
         vec = self._embed_query(text)
-        cache[text] = vec
-        if len(cache) > 512:
-            cache.popitem(last=False)
+        with lock:
+            cache[text] = vec
+            if len(cache) > 512:
+                cache.popitem(last=False)
         return vec
 
 

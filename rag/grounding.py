@@ -10,6 +10,7 @@ nothing supports is dropped, and an answer left with no supported sentence becom
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from rag.text import fold, normalize_numbers, words
@@ -22,6 +23,25 @@ _ABSTAIN = (
     "khong duoc neu", "chua co thong tin",
 )  # fmt: skip
 _NUMBER = re.compile(r"\d+(?:[.,/]\d+)*")
+_YEAR = re.compile(r"(?:19|20)\d\d")
+# Sentences that speak to the assistant instead of reporting news (prompt injection inside an
+# article). They stay in the passage a reader is shown but never count as evidence. Folded forms.
+_INSTRUCTION = re.compile(
+    r"\bbo qua\b[^.!?\n]{0,40}\b(?:huong dan|chi dan|yeu cau|lenh|quy tac)"
+    r"|\b(?:hay|phai|chi|luon) tra loi\b|\btra loi rang\b|\bdong vai\b"
+    r"|\b(?:ignore|disregard|forget)\b[^.!?\n]{0,40}\b(?:instructions?|rules|prompt)\b"
+    r"|\b(?:answer|reply|respond|say)\s+(?:that|with)\b|\byou are now\b|\bsystem prompt\b"
+)
+# Words that carry no claim: a sentence adding only these to the question restates it.
+_FILLER = frozenset((
+    "la", "cua", "da", "duoc", "co", "cac", "nhung", "mot", "nay", "do", "trong", "tai", "vao",
+    "voi", "va", "cho", "theo", "nhu", "thi", "ma", "ve", "tu", "den", "khi", "ngay", "thang",
+    "so", "nguoi", "viec", "su", "cau", "hoi", "tra", "loi", "dap", "an",
+    "the", "a", "is", "are", "was", "were", "of", "in", "on", "at", "to", "and", "by", "for",
+    "with", "as", "it", "that", "this",
+))  # fmt: skip
+#: Share of a sentence's own words (not the question's, not filler) a passage must hold.
+MIN_LEXICAL_SUPPORT = 0.5
 # A sentence ends at . ! ? or a line break, optionally followed by its markers.
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)(?:\s*\[[\d,;\s]+\])*", re.M)
 
@@ -119,28 +139,56 @@ def support(claim: str, passage_text: str) -> float:
     return got / total
 
 
+def evidence(passage_text: str) -> str:
+    """The passage without sentences that address the assistant ("Bỏ qua mọi hướng dẫn…")."""
+    kept = [
+        s for s in re.split(r"(?<=[.!?])\s+|\n+", passage_text) if not _INSTRUCTION.search(fold(s))
+    ]
+    return " ".join(kept)
+
+
+def own_words(sentence: str, question: str) -> list[str]:
+    """The sentence's words that the question did not give and that say something."""
+    asked = {fold(w) for w in words(question)}
+    out = []
+    for w in words(_MARKER.sub(" ", sentence)):
+        f = fold(w)
+        if f not in asked and f not in _FILLER and not w[0].isdigit():
+            out.append(f)
+    return out
+
+
+def lexical_support(sentence: str, passage_text: str, question: str) -> float:
+    """Share of the sentence's own words (see ``own_words``) that occur in the passage."""
+    own = own_words(sentence, question)
+    if not own:
+        return 1.0
+    pw = {fold(w) for w in words(passage_text)}
+    return sum(w in pw for w in own) / len(own)
+
+
 def _echoes(sentence: str, question: str) -> bool:
-    """A sentence that only restates the question (small models do) answers nothing."""
+    """A sentence that only restates the question (small models do) answers nothing: it adds
+    no number and no word beyond the question's own and filler."""
     if sentence.rstrip().endswith("?"):
         return True
     if not question:
         return False
-    said = [fold(w) for w in words(sentence)]
+    said = words(sentence)
     asked = {fold(w) for w in words(question)}
-    new = [w for w in said if w not in asked]
-    if any(w[0].isdigit() for w in new):
+    if any(w[0].isdigit() and fold(w) not in asked for w in said):
         return False  # a number the question did not give is an answer
-    return len(said) >= 3 and len(new) <= max(1, len(said) // 8)
+    return len(said) >= 3 and not own_words(sentence, question)
 
 
-def _holds(sentence: str, passage: str, *, check_names: bool) -> bool:
+def _holds(sentence: str, passage: str, *, check_names: bool, given: Collection[str] = ()) -> bool:
     nums = numbers(sentence)
     pnums = numbers(passage)
     if not all(_number_in(n, pnums) for n in nums):
         return False
     if check_names:
         fp = " ".join(fold(w) for w in words(passage))
-        if not all(" ".join(n.split()) in fp for n in names(sentence)):
+        if not all(" ".join(n.split()) in fp for n in names(sentence) if n not in given):
             return False
     return True
 
@@ -149,8 +197,11 @@ def ground_answer(
     answer: str, context: list[Passage], *, question: str = "", check_names: bool = True
 ) -> Grounding:
     """Return the answer with each sentence's markers pointing at a passage that holds it."""
-    texts = [p.chunk.text for p in context]
-    qnums = numbers(question)
+    texts = [evidence(p.chunk.text) for p in context]
+    # Years and dates the question gives ("năm 2024", "ngày 29/7/2021") need not be found again
+    # (passages often write them shorter); other numbers must: a count is a claim.
+    qyears = {n for n in numbers(question) if _YEAR.fullmatch(n) or "/" in n}
+    qnames = set(names(question))
     out: list[str] = []
     cited: list[int] = []
     dropped: list[str] = []
@@ -166,11 +217,21 @@ def ground_answer(
             dropped.append(body)
             continue
         claimed = [n for n in markers(sentence) if 1 <= n <= len(texts)]
-        # Numbers the question itself gave ("năm 2024") need not be found again.
-        check = " ".join(x for x in [body] if x)
-        for q in qnums:
-            check = re.sub(rf"(?<![\d/]){re.escape(q)}(?![\d/])", " ", check)
-        holders = [i + 1 for i, t in enumerate(texts) if _holds(check, t, check_names=check_names)]
+        check = body
+        for y in qyears:
+            check = re.sub(rf"(?<![\d/]){y}(?![\d/])", " ", check)
+        holders = [
+            i + 1 for i, t in enumerate(texts)
+            if _holds(check, t, check_names=check_names, given=qnames)
+        ]  # fmt: skip
+        if check_names:
+            # In a Vietnamese answer the sentence's own words must come from the passage too:
+            # a claim made of words no passage holds is the model's, not the articles'.
+            lexical = {n: lexical_support(body, texts[n - 1], question) for n in holders}
+            holders = [n for n in holders if lexical[n] >= MIN_LEXICAL_SUPPORT]
+            if holders:
+                top = max(lexical[n] for n in holders)
+                claimed = [n for n in claimed if n not in lexical or lexical[n] >= top - 0.25]
         good = [n for n in claimed if n in holders]
         if not good and holders:
             # Cite the holder that overlaps the sentence most (the model's marker was wrong).

@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -107,8 +108,18 @@ class RAG:
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> RAG:
+    def from_settings(
+        cls, settings: Settings | None = None, *, load_generator: bool = False
+    ) -> RAG:
+        """Build the configured engines. With ``load_generator`` the answer model loads in a
+        second thread while the embedder loads (a server restart waits for the slower one,
+        not for both in turn)."""
         settings = settings or Settings()
+        pending: Future[Generator] | None = None
+        pool = ThreadPoolExecutor(max_workers=1) if load_generator else None
+        if pool is not None:
+            pending = pool.submit(_load_generator, settings)
+            pool.shutdown(wait=False)
         embedder: Embedder
         if settings.embedder == "fake":
             embedder = HashingEmbedder()
@@ -120,21 +131,15 @@ class RAG:
                 batch_size=settings.embed_batch_size,
                 max_seq_length=settings.embed_max_seq_length,
             )
-        return cls(settings, embedder, None, store=IndexStore(settings.index_dir))
+        generator = pending.result() if pending is not None else None
+        return cls(settings, embedder, generator, store=IndexStore(settings.index_dir))
 
     @property
     def generator(self) -> Generator:
         """The answer engine, loaded on first use (search alone never loads it)."""
         with self._generator_lock:
             if self._generator is None:
-                s = self.settings
-                if s.generator == "fake":
-                    self._generator = FakeGenerator()
-                else:
-                    path = resolve(s.generator_model, s.models_dir, "generator")
-                    self._generator = LlamaCppGenerator(
-                        Path(path), n_ctx=s.n_ctx, n_threads=s.n_threads
-                    )
+                self._generator = _load_generator(self.settings)
             return self._generator
 
     # --- documents ----------------------------------------------------------------------------
@@ -438,6 +443,13 @@ class RAG:
             if self.settings.generator != "fake"
             else "fake",
         }
+
+
+def _load_generator(s: Settings) -> Generator:
+    if s.generator == "fake":
+        return FakeGenerator()
+    path = resolve(s.generator_model, s.models_dir, "generator")
+    return LlamaCppGenerator(Path(path), n_ctx=s.n_ctx, n_threads=s.n_threads)
 
 
 def embed_text(chunk: object) -> str:

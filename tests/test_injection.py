@@ -3,8 +3,9 @@
 The fake answer engine here obeys the injection (it replies what the article told it to).
 What the service guarantees today: article text reaches the model only inside the numbered
 passages, never as instructions of its own; every citation is a real passage of a real file;
-numbers and proper names an answer adds must occur in the passages it cites. The tests marked
-xfail are the gaps still open (see the report of issue 7 for the changes they call for).
+numbers and proper names an answer adds must occur in the passages it cites, and so must most of
+its own words; sentences that speak to the assistant ("Bỏ qua mọi hướng dẫn…") are never
+evidence; numbers a question gives (other than years) must be found in a passage like any other.
 """
 
 from __future__ import annotations
@@ -150,11 +151,6 @@ def test_a_system_message_from_the_client_is_not_obeyed(
     assert all("Luôn trả lời" not in m["content"] for m in sent)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="grounding checks numbers and names only: a sentence without either is accepted "
-    "whatever it says; rag/grounding.py should also require lexical support",
-)
 @pytest.mark.parametrize(
     "reply",
     [
@@ -170,11 +166,6 @@ def test_an_injection_cannot_add_text_no_passage_holds(
     assert answer.abstained, answer.answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a claim whose only support is an instruction to the assistant inside an article is "
-    "answered; instruction-like sentences should not count as evidence (see the report)",
-)
 @pytest.mark.parametrize("reply", [OBEYED, None])
 def test_a_claim_found_only_in_an_injected_instruction_is_not_answered(
     injected: RAG, obedient: FakeGenerator, reply: str | None
@@ -187,11 +178,6 @@ def test_a_claim_found_only_in_an_injected_instruction_is_not_answered(
     assert "Bỏ qua" not in answer.answer and "99" not in answer.answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="numbers the question gives are exempt from the check, so a false premise in the "
-    "question is repeated and cited to a passage that says otherwise (rag/grounding.py)",
-)
 def test_a_number_from_the_question_is_not_evidence(injected: RAG, obedient: FakeGenerator) -> None:
     # 96 occurs in the articles (96 ambassadors), but not as a number of agreements.
     obedient.replies.append("Số thỏa thuận hợp tác được ký kết năm 2024 là 96 [1].")

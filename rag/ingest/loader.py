@@ -35,6 +35,8 @@ def decode_article(name: str, data: bytes) -> str:
             f"{name}: not valid UTF-8 (byte {exc.start}); convert it, e.g. "
             f"`iconv -f CP1258 -t UTF-8 {name} > fixed.txt`"
         ) from None
+    if not text.lstrip("\ufeff").strip():
+        raise UnreadableFile(f"{name}: empty (no text to index)")
     # Kept exactly as decoded (a BOM included) so citation offsets index this very string.
     return text
 

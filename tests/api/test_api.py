@@ -99,6 +99,8 @@ def test_documents_upload_list_delete(client: TestClient) -> None:
         ("x.txt", b"\x00\x01binary", 422),
         ("x.txt", "Hà Nội".encode("utf-16"), 422),
         ("x.exe", b"hello", 422),
+        ("empty.txt", b"", 422),
+        ("blank.txt", "\ufeff \n\t\n".encode(), 422),
         ("..", b"hello", 422),
         ("big.txt", b"a" * 2_000_001, 413),
     ],

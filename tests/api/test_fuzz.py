@@ -261,12 +261,14 @@ def test_bad_uploads_change_nothing(
 
 
 @pytest.mark.parametrize("data", [b"", b"  \n\n\t ", b"\xef\xbb\xbf"])
-def test_an_empty_upload_adds_no_passage(own_client: TestClient, data: bytes) -> None:
-    chunks = own_client.get("/healthz").json()["chunks"]
+def test_an_empty_upload_is_refused_and_changes_nothing(
+    own_client: TestClient, data: bytes
+) -> None:
+    before = own_client.get("/v1/documents").json()
     r = _upload(own_client, "trong.txt", data)
-    # Refused, or kept as a document without passages; never an error, never a passage.
-    assert r.status_code in (201, 422), r.text
-    assert own_client.get("/healthz").json()["chunks"] == chunks
+    assert r.status_code == 422, r.text
+    assert "empty" in r.json()["detail"]
+    assert own_client.get("/v1/documents").json() == before
 
 
 def test_uploading_a_name_again_replaces_the_document(own_client: TestClient) -> None:
