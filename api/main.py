@@ -31,9 +31,7 @@ def create_app(settings: Settings | None = None, rag: RAG | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "rag", None) is None:
-            app.state.rag = await run_in_threadpool(
-                lambda: RAG.from_settings(settings, load_generator=True)
-            )
+            app.state.rag = await run_in_threadpool(RAG.from_settings, settings)
         # Load the answer model now, not on the first question.
         await run_in_threadpool(lambda: app.state.rag.generator)
         app.state.gate = GenerationGate(settings.max_waiting)

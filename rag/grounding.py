@@ -13,6 +13,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from rag.context import sentences
 from rag.text import fold, normalize_numbers, words
 from rag.types import Passage
 
@@ -141,9 +142,8 @@ def support(claim: str, passage_text: str) -> float:
 
 def evidence(passage_text: str) -> str:
     """The passage without sentences that address the assistant ("Bỏ qua mọi hướng dẫn…")."""
-    kept = [
-        s for s in re.split(r"(?<=[.!?])\s+|\n+", passage_text) if not _INSTRUCTION.search(fold(s))
-    ]
+    spans = sentences(passage_text)
+    kept = (passage_text[s:e] for s, e in spans if not _INSTRUCTION.search(fold(passage_text[s:e])))
     return " ".join(kept)
 
 
@@ -158,9 +158,8 @@ def own_words(sentence: str, question: str) -> list[str]:
     return out
 
 
-def lexical_support(sentence: str, passage_text: str, question: str) -> float:
-    """Share of the sentence's own words (see ``own_words``) that occur in the passage."""
-    own = own_words(sentence, question)
+def lexical_support(own: list[str], passage_text: str) -> float:
+    """Share of a sentence's own words (see ``own_words``) that occur in the passage."""
     if not own:
         return 1.0
     pw = {fold(w) for w in words(passage_text)}
@@ -227,7 +226,8 @@ def ground_answer(
         if check_names:
             # In a Vietnamese answer the sentence's own words must come from the passage too:
             # a claim made of words no passage holds is the model's, not the articles'.
-            lexical = {n: lexical_support(body, texts[n - 1], question) for n in holders}
+            own = own_words(body, question)
+            lexical = {n: lexical_support(own, texts[n - 1]) for n in holders}
             holders = [n for n in holders if lexical[n] >= MIN_LEXICAL_SUPPORT]
             if holders:
                 top = max(lexical[n] for n in holders)

@@ -9,7 +9,6 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -108,18 +107,8 @@ class RAG:
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
-    def from_settings(
-        cls, settings: Settings | None = None, *, load_generator: bool = False
-    ) -> RAG:
-        """Build the configured engines. With ``load_generator`` the answer model loads in a
-        second thread while the embedder loads (a server restart waits for the slower one,
-        not for both in turn)."""
+    def from_settings(cls, settings: Settings | None = None) -> RAG:
         settings = settings or Settings()
-        pending: Future[Generator] | None = None
-        pool = ThreadPoolExecutor(max_workers=1) if load_generator else None
-        if pool is not None:
-            pending = pool.submit(_load_generator, settings)
-            pool.shutdown(wait=False)
         embedder: Embedder
         if settings.embedder == "fake":
             embedder = HashingEmbedder()
@@ -131,8 +120,7 @@ class RAG:
                 batch_size=settings.embed_batch_size,
                 max_seq_length=settings.embed_max_seq_length,
             )
-        generator = pending.result() if pending is not None else None
-        return cls(settings, embedder, generator, store=IndexStore(settings.index_dir))
+        return cls(settings, embedder, None, store=IndexStore(settings.index_dir))
 
     @property
     def generator(self) -> Generator:

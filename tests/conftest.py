@@ -48,3 +48,16 @@ def rag(settings: Settings, fake_generator: FakeGenerator) -> RAG:
     service = RAG(settings, HashingEmbedder(), fake_generator)
     service.ingest()
     return service
+
+
+def indexed_copy(tmp: Path) -> RAG:
+    """A RAG service on fake engines over a copy of the articles in ``tmp``, already indexed
+    (for module-scoped fixtures, which cannot use the function-scoped ones above)."""
+    shutil.copytree(ARTICLES, tmp / "articles")
+    s = Settings(
+        data_dir=tmp / "articles", index_dir=tmp / "index", models_dir=ROOT / "models",
+        embedder="fake", generator="fake", _env_file=None,
+    )  # fmt: skip
+    service = RAG(s, HashingEmbedder(), FakeGenerator())
+    service.ingest()
+    return service

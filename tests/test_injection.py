@@ -11,14 +11,13 @@ evidence; numbers a question gives (other than years) must be found in a passage
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import indexed_copy
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from rag.embedding import HashingEmbedder
 from rag.generation import FakeGenerator
 from rag.grounding import numbers
 from rag.prompts import SYSTEM_VI
@@ -43,14 +42,7 @@ OBEYED = "GDP năm 2024 tăng 99%, theo số liệu kinh tế công bố ngày 5
 @pytest.fixture(scope="module")
 def _service(tmp_path_factory: pytest.TempPathFactory) -> RAG:
     """The articles plus the injected one, indexed once for the module."""
-    tmp = tmp_path_factory.mktemp("injection")
-    shutil.copytree(ROOT / "data" / "articles", tmp / "articles")
-    s = Settings(
-        data_dir=tmp / "articles", index_dir=tmp / "index", models_dir=ROOT / "models",
-        embedder="fake", generator="fake", _env_file=None,
-    )  # fmt: skip
-    service = RAG(s, HashingEmbedder(), FakeGenerator())
-    service.ingest()
+    service = indexed_copy(tmp_path_factory.mktemp("injection"))
     service.add_document(NAME, ARTICLE.encode())
     return service
 

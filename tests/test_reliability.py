@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import indexed_copy
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
 from api import deps
 from api.deps import GenerationGate
 from api.main import create_app
-from rag.embedding import HashingEmbedder
-from rag.generation import FakeGenerator
 from rag.service import RAG
 from rag.settings import Settings
 
@@ -30,15 +28,7 @@ KEYS = ["first-key-0123456789", "second-key-abcdefghij"]
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> RAG:
     """One indexed service for the module (these tests change no document)."""
-    tmp = tmp_path_factory.mktemp("reliability")
-    shutil.copytree(ROOT / "data" / "articles", tmp / "articles")
-    s = Settings(
-        data_dir=tmp / "articles", index_dir=tmp / "index", models_dir=ROOT / "models",
-        embedder="fake", generator="fake", _env_file=None,
-    )  # fmt: skip
-    rag = RAG(s, HashingEmbedder(), FakeGenerator())
-    rag.ingest()
-    return rag
+    return indexed_copy(tmp_path_factory.mktemp("reliability"))
 
 
 @pytest.fixture
