@@ -192,9 +192,30 @@ def _unauthorized() -> HTTPException:
     return HTTPException(401, headers={"WWW-Authenticate": "Bearer"})
 
 
+WRITES_CLOSED = (
+    "writes are disabled: no API key is configured. Set RAG_API_KEYS='[\"<key>\"]' and send "
+    "`Authorization: Bearer <key>`, or, on a single-user machine, RAG_ALLOW_OPEN_WRITES=true"
+)
+
+
+def write_mode(settings: Settings) -> str:
+    """One line saying who may upload and delete, for the start-up log."""
+    if settings.api_keys:
+        return f"writes need one of {len(settings.api_keys)} API key(s)"
+    if settings.allow_open_writes:
+        return "writes are OPEN to anyone who can reach the port (RAG_ALLOW_OPEN_WRITES=true)"
+    return "writes are disabled (no RAG_API_KEYS set; uploads and deletes answer 403)"
+
+
 def require_write_key(request: Request, settings: SettingsDep) -> None:
-    if settings.api_keys and not _key_ok(request, settings.api_keys):
-        raise _unauthorized()
+    """Uploads, deletes, restores and purges: a key when keys are set; with none, refused
+    unless ``allow_open_writes`` — the default is closed."""
+    if settings.api_keys:
+        if not _key_ok(request, settings.api_keys):
+            raise _unauthorized()
+        return
+    if not settings.allow_open_writes:
+        raise HTTPException(403, WRITES_CLOSED)
 
 
 def require_read_key(request: Request, settings: SettingsDep) -> None:

@@ -16,8 +16,9 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import GenerationGate
+from api.deps import GenerationGate, write_mode
 from api.routes import ask, documents, health, openai_compat, search
+from rag.generation import EngineUnavailable
 from rag.service import RAG, QuestionError
 from rag.settings import Settings
 
@@ -30,12 +31,16 @@ def create_app(settings: Settings | None = None, rag: RAG | None = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if getattr(app.state, "rag", None) is None:
+        owned = getattr(app.state, "rag", None) is None
+        if owned:
             app.state.rag = await run_in_threadpool(RAG.from_settings, settings)
         # Load the answer model now, not on the first question.
         await run_in_threadpool(lambda: app.state.rag.generator)
         app.state.gate = GenerationGate(settings.max_waiting)
+        log.warning("%s", write_mode(settings))
         yield
+        if owned:
+            await run_in_threadpool(app.state.rag.close)
 
     app = FastAPI(
         title="Vietnamese articles QA",
@@ -58,6 +63,12 @@ def create_app(settings: Settings | None = None, rag: RAG | None = None) -> Fast
         errors = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
         body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=True)
         return Response(body, status_code=422, media_type="application/json")
+
+    @app.exception_handler(EngineUnavailable)
+    async def engine_down(_: Request, exc: EngineUnavailable) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)}
+        )
 
     @app.exception_handler(QuestionError)
     async def bad_question(_: Request, exc: QuestionError) -> JSONResponse:

@@ -40,12 +40,30 @@ class SearchResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
+class EngineHealth(BaseModel):
+    state: str = Field(
+        description="ready, loading, restarting (after a crash, with back-off), failed (with "
+        "the reason; retried), or not-loaded (loads on the first question)"
+    )
+    detail: str = ""
+    restarts: int = Field(0, description="Times the model process was restarted.")
+    pid: int | None = Field(None, description="The model worker's process id.")
+    extra_buffers: bool | None = Field(
+        None, description="Whether llama.cpp's extra buffer types (weight repacking) are on."
+    )
+    extra_buffers_reason: str | None = None
+
+
 class Health(BaseModel):
-    status: str
+    status: str = Field(
+        description="ok while search and documents work (the answer engine "
+        "may still be down: see answer_engine)"
+    )
     files: int
     chunks: int
     embedding_model: str
     generator_model: str
+    answer_engine: EngineHealth
 
 
 class ErrorBody(BaseModel):

@@ -48,7 +48,7 @@ from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from rag.evaluation.metrics import percentile
 from rag.evaluation.report import _git
 from rag.evaluation.runner import GoldItem, load_gold
-from rag.generation import ChatMessage, FakeGenerator, Generator, LlamaCppGenerator
+from rag.generation import ChatMessage, FakeGenerator, Generator
 from rag.settings import DEFAULT_GENERATOR, SMALL_GENERATOR, Settings
 from rag.types import Chunk
 
@@ -389,8 +389,13 @@ class Engines:
         def make_generator(model: str) -> Generator:
             if settings.generator == "fake":
                 return FakeGenerator()
+            from rag.generation.llama import LlamaCppGenerator
+
             path = Path(resolve(model, settings.models_dir, "generator"))
-            return LlamaCppGenerator(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads)
+            return LlamaCppGenerator(
+                path, n_ctx=settings.n_ctx, n_threads=settings.n_threads,
+                extra_buffers=settings.extra_buffers,
+            )  # fmt: skip
 
         def make_variant(v: Variant) -> Embedder:
             if settings.embedder == "fake":

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from rag.bench_cli import register as register_bench
 from rag.evaluation.cli import register as register_eval
+from rag.generation import EngineUnavailable
 from rag.index import IndexError_
 from rag.models import ModelError, fetch, is_ready, load_manifest
 from rag.settings import DEFAULT_EMBEDDER, DEFAULT_GENERATOR, SMALL_GENERATOR, Settings
@@ -150,8 +151,10 @@ def ask(
                 answer = ev.answer
     except QuestionError as exc:
         _fail(str(exc), 2)
-    except ModelError as exc:
-        _fail(str(exc))
+    except (ModelError, EngineUnavailable) as exc:
+        _fail(f"{exc}. Run `rag doctor` to see whether this machine runs the model.")
+    finally:
+        rag.close()
     assert answer is not None
     if as_json:
         print(answer.model_dump_json(indent=1))
@@ -170,6 +173,107 @@ def ask(
 
 
 @app.command()
+def doctor(
+    all_models: Annotated[
+        bool, typer.Option("--all", help="Also check the small model (and any other fetched).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check in seconds whether this machine runs the configured models, and why not.
+
+    CPU features, llama.cpp's build features and buffer types, a real load and a short
+    generation of each answer model (in a worker process, so a crash is a finding), and the
+    embedding model.
+    """
+    from dataclasses import asdict
+
+    from rag.doctor import run_checks
+
+    s = Settings()
+    models = [s.generator_model]
+    if all_models:
+        specs = load_manifest(s.manifest_path)
+        models += [
+            n for n, sp in specs.items()
+            if sp.role == "generator" and n != s.generator_model and is_ready(sp, s.models_dir)
+        ]  # fmt: skip
+    checks = run_checks(s, models)
+    if as_json:
+        print(json.dumps([asdict(c) for c in checks], ensure_ascii=False, indent=1))
+    else:
+        table = Table("check", "", "finding", show_lines=True)
+        for c in checks:
+            table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail)
+        console.print(table)
+        for c in checks:
+            if "system_info" in c.facts:
+                console.print(f"[dim]llama.cpp: {c.facts['system_info']}[/]")
+                break
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+documents_app = typer.Typer(
+    help="List, delete, restore and purge articles (deletes go to a trash).",
+    no_args_is_help=True,
+)
+app.add_typer(documents_app, name="documents")
+
+
+@documents_app.command("list")
+def documents_list() -> None:
+    """The indexed articles."""
+    for r in _rag().documents():
+        print(f"{r.name}\t{r.chunks} chunks\t{r.title[:60]}")
+
+
+@documents_app.command("trash")
+def documents_trash() -> None:
+    """Deleted and replaced articles that can be restored, newest first."""
+    from datetime import UTC, datetime
+
+    for e in _rag().trashed():
+        when = datetime.fromtimestamp(e.deleted_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{e.id}\t{e.name}\t{e.reason}\t{when}")
+
+
+@documents_app.command("delete")
+def documents_delete(name: str) -> None:
+    """Move article NAME to the trash and drop it from the index."""
+    from rag.service import DocumentError
+
+    try:
+        _rag().delete_document(name)
+    except (DocumentError, KeyError) as exc:
+        _fail(f"cannot delete {name!r}: {exc}")
+    console.print(f"moved {name} to the trash; `rag documents restore {name}` brings it back")
+
+
+@documents_app.command("restore")
+def documents_restore(
+    key: Annotated[str, typer.Argument(help="A trash id, or a file name (its newest entry).")],
+) -> None:
+    """Bring a trashed article back and index it."""
+    try:
+        report = _rag().restore_document(key)
+    except KeyError:
+        _fail(f"no trash entry {key!r}; `rag documents trash` lists them")
+    console.print(f"restored; added {report.added or report.updated}")
+
+
+@documents_app.command("purge")
+def documents_purge(
+    key: Annotated[str, typer.Argument(help="A trash id, or a file name (its newest entry).")],
+) -> None:
+    """Delete a trashed article for good."""
+    try:
+        entry = _rag().purge_document(key)
+    except KeyError:
+        _fail(f"no trash entry {key!r}; `rag documents trash` lists them")
+    console.print(f"purged {entry.id} ({entry.name})")
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
@@ -184,11 +288,16 @@ def serve(
         s.host = host
     if port:
         s.port = port
+    from api.deps import write_mode
+
     rag = _rag(s)  # index and models are checked here, so a problem is one clear sentence
     try:
         rag.generator  # noqa: B018 - load the answer model before accepting requests
     except ModelError as exc:
         _fail(str(exc))
+    engine = rag.engine_state()
+    console.print(f"answer engine: {engine['state']} ({engine.get('detail', '')})")
+    console.print(f"documents: {write_mode(s)}")
     uvicorn.run(create_app(s, rag=rag), host=s.host, port=s.port, log_level="info")
 
 

@@ -17,15 +17,18 @@ import numpy as np
 
 from rag.context import select, sentences
 from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
-from rag.generation import ChatMessage, FakeGenerator, Generator, LlamaCppGenerator
-from rag.grounding import ground_answer, is_abstention, support, unknown_terms
+from rag.generation import ChatMessage, EngineUnavailable, Generator
+from rag.generation.factory import load_generator
+from rag.grounding import support, unknown_terms
 from rag.index import CorpusIndex, FileRecord, IndexError_, IndexStore
 from rag.ingest.chunking import chunk_article
 from rag.ingest.loader import UnreadableFile, decode_article, discover
 from rag.models import resolve
 from rag.prompts import NOT_FOUND_EN, NOT_FOUND_VI, build_messages
+from rag.reader import Reader, describe
 from rag.settings import Settings
 from rag.text import looks_english, nfc
+from rag.trash import Trash, TrashEntry
 from rag.types import Answer, Citation, Passage, Span, Timings
 
 log = logging.getLogger("rag")
@@ -101,6 +104,8 @@ class RAG:
         self.store = store or IndexStore(settings.index_dir)
         self._write_lock = threading.Lock()
         self._originals: dict[tuple[str, str], str] = {}
+        self.trash = Trash(settings.trash_path)
+        self.reader = Reader(threshold=settings.confidence_threshold)
         self.index = CorpusIndex(embedder.identity, embedder.dim)
         if self.store.exists():
             self.index = self.store.load(expected_embedder=embedder.identity)
@@ -127,8 +132,39 @@ class RAG:
         """The answer engine, loaded on first use (search alone never loads it)."""
         with self._generator_lock:
             if self._generator is None:
-                self._generator = _load_generator(self.settings)
+                self._generator = load_generator(self.settings)
             return self._generator
+
+    def engine_state(self) -> dict[str, object]:
+        """The answer engine's state for health checks (never loads it)."""
+        gen = self._generator
+        if gen is None:
+            return {"state": "not-loaded", "detail": "loads on the first question"}
+        st = gen.state()
+        out: dict[str, object] = {"state": st.state, "detail": st.detail, "restarts": st.restarts}
+        if st.pid is not None:
+            out["pid"] = st.pid
+        out.update({k: v for k, v in st.info.items() if k.startswith("extra_buffers")})
+        return out
+
+    def check_engine(self) -> None:
+        """Raise ``EngineUnavailable`` now if the answer engine is down (loading, restarting,
+        failed), so a client gets 503 before any stream starts."""
+        gen = self._generator
+        if gen is None:
+            return
+        st = gen.state()
+        if st.state in ("loading", "restarting", "failed"):
+            retry = 5 if st.state != "failed" else 60
+            raise EngineUnavailable(
+                f"the answer engine is {st.state}: {st.detail}", retry_after=retry
+            )
+
+    def close(self) -> None:
+        """Stop the answer engine's worker process, if any."""
+        gen = self._generator
+        if gen is not None:
+            gen.close()
 
     # --- documents ----------------------------------------------------------------------------
     def documents(self) -> list[FileRecord]:
@@ -157,7 +193,10 @@ class RAG:
                     report.skipped[src.name] = str(exc)
                     log.warning("skipped %s", exc)
                     continue
-                shutil.copyfile(src, data_dir / name)
+                target = data_dir / name
+                if target.exists() and target.read_bytes() != src.read_bytes():
+                    self.trash.move_aside(target, reason=f"replaced by ingesting {src}")
+                shutil.copyfile(src, target)
             self._sync(report, rebuild=rebuild)
         report.seconds = time.perf_counter() - t0
         return report
@@ -168,24 +207,57 @@ class RAG:
         decode_article(name, data)  # refuse before anything is written
         target = self.settings.data_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{name}.upload")
-        tmp.write_bytes(data)
-        tmp.replace(target)
         report = IngestReport()
         with self._write_lock:
+            tmp = target.with_name(f".{name}.upload")
+            tmp.write_bytes(data)
+            if target.exists() and target.read_bytes() != data:
+                # The version it replaces stays restorable.
+                self.trash.move_aside(target, reason="replaced by an upload")
+            tmp.replace(target)
             self._sync(report)
         return report
 
     def delete_document(self, name: str) -> IngestReport:
+        """Move an article to the trash (restorable until purged) and drop it from the index."""
         name = check_document_name(name)
         target = self.settings.data_dir / name
-        if name not in self.index.files and not target.exists():
-            raise KeyError(name)
-        target.unlink(missing_ok=True)
         report = IngestReport()
         with self._write_lock:
+            if name not in self.index.files and not target.exists():
+                raise KeyError(name)
+            if target.exists():
+                self.trash.move_aside(target, reason="deleted")
             self._sync(report)
         return report
+
+    def trashed(self) -> list[TrashEntry]:
+        """Deleted and replaced articles that can still be restored, newest first."""
+        return self.trash.entries()
+
+    def restore_document(self, key: str) -> IngestReport:
+        """Bring back a trashed article (by trash id, or the newest one of that file name).
+
+        If an article of that name is in the corpus now, it goes to the trash first, so a
+        restore loses nothing either.
+        """
+        report = IngestReport()
+        with self._write_lock:
+            entry = self.trash.find(key)
+            target = self.settings.data_dir / entry.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                self.trash.move_aside(target, reason=f"replaced by restoring {entry.id}")
+            self.trash.take_back(entry, target)
+            self._sync(report)
+        return report
+
+    def purge_document(self, key: str) -> TrashEntry:
+        """Delete a trashed article for good."""
+        with self._write_lock:
+            entry = self.trash.find(key)
+            self.trash.purge(entry)
+        return entry
 
     def _sync(self, report: IngestReport, *, rebuild: bool = False) -> None:
         s = self.settings
@@ -376,50 +448,45 @@ class RAG:
         context = [_narrow(p) for p in select(passages, q, k=s.context_k, budget=s.context_chars)]
         not_found = NOT_FOUND_EN if english else NOT_FOUND_VI
         best = max((getattr(p, "dense_score", 0.0) for p in passages), default=0.0)
-        unknown = unknown_terms(q, self.index.vocabulary, english=english)
-        if not context or unknown or (s.min_score > 0 and best < s.min_score):
-            log.info("abstaining before generation: unknown terms %s, best %.3f", unknown, best)
+        if not context or (s.min_score > 0 and best < s.min_score):
+            log.info("abstaining before generation: no passage close enough (best %.3f)", best)
             timings.total = (time.perf_counter() - t0) * 1000
             yield StreamEvent("token", token=not_found)
             yield StreamEvent("done", answer=Answer(
                 question=q, answer=not_found, abstained=True, citations=[], passages=shown,
-                timings_ms=timings,
+                timings_ms=timings, confidence=0.0,
             ))  # fmt: skip
             return
 
+        unknown = unknown_terms(q, self.index.vocabulary, english=english)
         messages = build_messages(q, context, english=english, history=history)
-        pieces: list[str] = []
-        for piece in self.generator.stream_chat(
-            messages,
+        reading = self.reader.read(
+            self.generator, messages, context, question=q, not_found=not_found,
             max_tokens=max_tokens or s.max_tokens,
             temperature=s.temperature if temperature is None else temperature,
-        ):
-            if timings.first_token is None:
-                timings.first_token = (time.perf_counter() - t0) * 1000
-            pieces.append(piece)
+            dense_top=best, unknown_terms=len(unknown), english=english,
+        )  # fmt: skip
+        if reading.completion is not None:
+            timings.prompt_tokens = reading.completion.prompt_tokens
+            timings.generated_tokens = len(reading.completion.token_logprobs)
+        # The reader decides before anything is shown, so what streams is the final answer.
+        timings.first_token = (time.perf_counter() - t0) * 1000
+        for piece in re.findall(r"\S+\s*", reading.text):
             yield StreamEvent("token", token=piece)
-        timings.generated_tokens = len(pieces)
-        raw = "".join(pieces).strip()
-        cited: list[int] = []
-        claims: dict[int, list[str]] = {}
-        text, abstained = not_found, True
-        if not is_abstention(raw):
-            grounded = ground_answer(raw, context, question=q, check_names=not english)
-            if grounded.supported:
-                text, cited, abstained = grounded.text, grounded.cited, False
-                claims = grounded.claims
-            else:
-                log.info("answer not supported by its passages, abstaining: %r", raw)
         citations = []
-        for n in cited:
+        for n in reading.cited:
             c = to_citation(n, context[n - 1])
-            c.highlights = highlights(context[n - 1], claims.get(n, []))
+            c.highlights = highlights(context[n - 1], reading.claims.get(n, []))
             citations.append(c)
         timings.total = (time.perf_counter() - t0) * 1000
-        yield StreamEvent("done", answer=Answer(
-            question=q, answer=text, abstained=abstained, citations=citations, passages=shown,
-            timings_ms=timings,
-        ))  # fmt: skip
+        answer = Answer(
+            question=q, answer=reading.text, abstained=reading.abstained, citations=citations,
+            passages=shown, timings_ms=timings, confidence=round(reading.confidence, 4),
+        )  # fmt: skip
+        trace = describe(reading)
+        trace["unknown_terms"] = unknown
+        answer.reader = trace
+        yield StreamEvent("done", answer=answer)
 
     def health(self) -> dict[str, object]:
         return {
@@ -430,14 +497,8 @@ class RAG:
             "generator_model": self.settings.generator_model
             if self.settings.generator != "fake"
             else "fake",
+            "answer_engine": self.engine_state(),
         }
-
-
-def _load_generator(s: Settings) -> Generator:
-    if s.generator == "fake":
-        return FakeGenerator()
-    path = resolve(s.generator_model, s.models_dir, "generator")
-    return LlamaCppGenerator(Path(path), n_ctx=s.n_ctx, n_threads=s.n_threads)
 
 
 def embed_text(chunk: object) -> str:

@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     # --- where things live -------------------------------------------------------------------
     data_dir: Path = Field(Path("data/articles"), description="Folder of the articles to index.")
     index_dir: Path = Field(Path("index"), description="Folder of the built index.")
+    trash_dir: Path | None = Field(
+        None,
+        description="Where deleted and replaced articles are kept until purged (restorable); "
+        "empty means a `trash` folder beside `data_dir` (data/trash).",
+    )
     models_dir: Path = Field(
         Path("models"), description="Folder of the model manifest and the downloaded weights."
     )
@@ -47,6 +52,20 @@ class Settings(BaseSettings):
     generator_model: str = Field(
         DEFAULT_GENERATOR, description="A manifest model name or a path to any GGUF file."
     )
+    generator_process: bool = Field(
+        True,
+        description="Run the answer model in a supervised child process, so a crash of the "
+        "native model runtime (segfault, abort, out-of-memory kill) cannot take the service "
+        "down; it is restarted with back-off.",
+    )
+    engine_load_timeout_s: float = Field(
+        120.0, gt=0, description="How long start-up waits for the answer model to load."
+    )
+    extra_buffers: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="llama.cpp extra buffer types (weight repacking). 'auto' turns them off "
+        "only where the llama.cpp build uses AMX (its Q4_K AMX path segfaults); see README.",
+    )
     n_threads: int = Field(
         default_factory=lambda: max(1, len(os.sched_getaffinity(0))),
         ge=1,
@@ -70,6 +89,13 @@ class Settings(BaseSettings):
     )
     hybrid: bool = Field(True, description="Fuse BM25 with dense search (reciprocal rank).")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
+    confidence_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Abstain when the reader's calibrated confidence is below this; empty uses "
+        "the threshold chosen on the gold set's dev split (rag/calibration.json).",
+    )
     min_score: float = Field(
         0.0,
         description="Abstain without calling the model when the best dense similarity is "
@@ -90,6 +116,11 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(
         default_factory=list, description="Bearer keys; when set, writes require one."
     )
+    allow_open_writes: bool = Field(
+        False,
+        description="Allow uploads and deletes without a key when no `api_keys` are set (a "
+        "single-user laptop). Off by default: with no keys, writes are refused with 403.",
+    )
     request_timeout_s: float = Field(
         120.0,
         gt=0,
@@ -102,6 +133,10 @@ class Settings(BaseSettings):
         description="Also require a Bearer key from `api_keys` for reads (/v1/ask, /v1/search, "
         "/v1/chat/completions, GET /v1/documents); with no keys set, reads are then refused.",
     )
+
+    @property
+    def trash_path(self) -> Path:
+        return self.trash_dir or self.data_dir.parent / "trash"
 
     @property
     def manifest_path(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -82,4 +83,11 @@ class Answer(BaseModel):
         default_factory=list,
         description="All passages retrieved for the question, best first (also when abstaining).",
     )
+    confidence: float | None = Field(
+        None,
+        description="The reader's calibrated probability that the proposed answer is right "
+        "(below the threshold it abstains); null when no answer was proposed.",
+    )
     timings_ms: Timings = Field(default_factory=Timings)
+    #: The reader's trace (draft answer, signals) for the evaluation harness; not serialised.
+    reader: dict[str, Any] | None = Field(None, exclude=True)

@@ -35,6 +35,10 @@ def settings(tmp_path: Path, corpus: Path) -> Settings:
         embedder="fake",
         generator="fake",
         n_threads=2,
+        # The tests of this fixture upload and delete; writes are closed by default
+        # (tests/api/test_writes.py checks that).
+        allow_open_writes=True,
+        generator_process=False,
     )
 
 
@@ -56,7 +60,8 @@ def indexed_copy(tmp: Path) -> RAG:
     shutil.copytree(ARTICLES, tmp / "articles")
     s = Settings(
         data_dir=tmp / "articles", index_dir=tmp / "index", models_dir=ROOT / "models",
-        embedder="fake", generator="fake", _env_file=None,
+        embedder="fake", generator="fake", allow_open_writes=True, generator_process=False,
+        _env_file=None,
     )  # fmt: skip
     service = RAG(s, HashingEmbedder(), FakeGenerator())
     service.ingest()

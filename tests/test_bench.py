@@ -34,7 +34,8 @@ from rag.bench import (
 )
 from rag.bench_cli import register
 from rag.embedding import Embedder, HashingEmbedder
-from rag.generation import FakeGenerator, Generator, LlamaCppGenerator
+from rag.generation import FakeGenerator, Generator
+from rag.generation.llama import LlamaCppGenerator
 from rag.index import CorpusIndex, lexical_tokens
 from rag.service import RAG
 from rag.settings import Settings

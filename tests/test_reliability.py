@@ -99,15 +99,14 @@ def test_liveness_stays_open(locked: TestClient) -> None:
         ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": Q}]}),
         ("GET", "/v1/documents", None),
         ("GET", "/v1/documents/003_1f44b7b7ded05db5.txt", None),
+        ("GET", "/v1/trash", None),
     ],
 )
 def test_every_read_route_needs_the_key(
     locked: TestClient, method: str, path: str, body: dict[str, Any] | None
 ) -> None:
     refused = locked.request(method, path, json=body)
-    if refused.status_code == 200 and path != "/v1/ask":  # routes owned elsewhere
-        pytest.xfail(f"ReadAuth is not attached to {method} {path} yet (see the report)")
-    assert refused.status_code == 401
+    assert refused.status_code == 401, f"{method} {path} answers without the key"
     ok = locked.request(method, path, json=body, headers=bearer(KEYS[1]))
     assert ok.status_code == 200
 

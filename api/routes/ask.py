@@ -22,7 +22,7 @@ from api.deps import (
 )
 from api.schemas import AskRequest, AskResponse
 from api.streaming import pump
-from rag.generation import ChatMessage
+from rag.generation import ChatMessage, EngineUnavailable
 from rag.service import QuestionError, StreamEvent
 from rag.types import Answer
 
@@ -66,7 +66,10 @@ def _error_event(status: int, detail: str) -> dict[str, str]:
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"},
         401: {"description": "A Bearer key is required (`require_key_for_reads`)"},
         422: {"description": "Empty, too long or malformed question"},
-        503: {"description": "Queue full; retry after the Retry-After seconds"},
+        503: {
+            "description": "Queue full, or the answer engine is loading or restarting after a "
+            "crash; retry after the Retry-After seconds"
+        },
         504: {"description": "The answer exceeded the time limit and was stopped"},
     },
 )
@@ -94,6 +97,7 @@ async def ask(
         # JSON may escape lone surrogates ("\ud800"); no model or response can encode them.
         raise QuestionError("the text is not valid Unicode (it holds a lone surrogate)")
     question = rag.check_question(body.question)
+    rag.check_engine()
     history: list[ChatMessage] = [{"role": t.role, "content": t.content} for t in body.history]
     limit = settings.request_timeout_s
     deadline = asyncio.get_running_loop().time() + limit
@@ -148,6 +152,8 @@ async def _sse(
             yield _event_json(ev)
     except TimeoutError:
         yield _error_event(504, timeout_detail(limit))
+    except EngineUnavailable as exc:
+        yield _error_event(503, str(exc))
     except Exception as exc:  # the stream has started: report in-band
         log.exception("answer stream failed")
         yield _error_event(500, f"the answer failed: {exc}")

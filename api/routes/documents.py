@@ -102,12 +102,18 @@ async def get_document(
     response_model=DocumentChange,
     status_code=201,
     dependencies=[WriteAuth],
-    responses={401: {}, 413: {"description": "File too large"}, 422: {"description": "Bad file"}},
+    responses={
+        401: {},
+        403: {"description": "Writes are disabled (no key configured)"},
+        413: {"description": "File too large"},
+        422: {"description": "Bad file"},
+    },
 )
 async def upload_document(file: UploadFile, rag: RagDep, settings: SettingsDep) -> DocumentChange:
     """Upload a UTF-8 `.txt` or `.md` article; it is indexed at once, incrementally.
 
-    A file with the name of an existing article replaces it. Names must be plain file names
+    A file with the name of an existing article replaces it (the old version goes to the
+    trash, restorable). Names must be plain file names
     (no folders); non-UTF-8 or binary files are refused with 422 and change nothing; files over
     the size limit get 413. Requires `Authorization: Bearer <key>` when API keys are set.
     """
@@ -126,12 +132,20 @@ async def upload_document(file: UploadFile, rag: RagDep, settings: SettingsDep) 
     "/v1/documents/{name}",
     response_model=DocumentChange,
     dependencies=[WriteAuth],
-    responses={401: {}, 404: {"description": "No such document"}},
+    responses={
+        401: {},
+        403: {"description": "Writes are disabled (no key configured)"},
+        404: {"description": "No such document"},
+    },
 )
 async def delete_document(
     name: Annotated[str, Path(description="File name of the article.")], rag: RagDep
 ) -> DocumentChange:
-    """Delete an article from the corpus folder and its passages from the index."""
+    """Move an article to the trash and drop its passages from the index.
+
+    The file is not unlinked: `GET /v1/trash` lists it and `POST /v1/trash/{id}/restore`
+    brings it back, until `DELETE /v1/trash/{id}` purges it. Needs a key (403 when no keys
+    are configured, unless `RAG_ALLOW_OPEN_WRITES=true`)."""
     try:
         report = await run_in_threadpool(rag.delete_document, name)
     except DocumentError as exc:
@@ -139,3 +153,69 @@ async def delete_document(
     except KeyError:
         raise HTTPException(404, f"no document named {name!r}") from None
     return _change(report)
+
+
+class TrashItem(BaseModel):
+    id: str = Field(description="Trash entry id: restore or purge it by this id.")
+    name: str = Field(description="The article's file name.")
+    reason: str = Field(description="Why it was moved aside: deleted, or replaced.")
+    deleted_at: float = Field(description="Unix time it was moved aside.")
+    sha256: str
+    size: int
+
+
+class Purged(BaseModel):
+    purged: str = Field(description="Id of the trash entry deleted for good.")
+    name: str
+
+
+_TRASH_ID = Path(description="A trash entry id (from GET /v1/trash), or an article's file name "
+                 "(its newest entry).")  # fmt: skip
+
+
+@router.get(
+    "/v1/trash",
+    response_model=list[TrashItem],
+    dependencies=[ReadAuth],
+    responses={401: {"description": "A key is required for reads"}},
+)
+def list_trash(rag: RagDep) -> list[TrashItem]:
+    """Deleted and replaced articles, newest first: each can be restored until purged."""
+    return [TrashItem.model_validate(e.__dict__) for e in rag.trashed()]
+
+
+@router.post(
+    "/v1/trash/{key}/restore",
+    response_model=DocumentChange,
+    dependencies=[WriteAuth],
+    responses={
+        401: {}, 403: {"description": "Writes are disabled (no key configured)"},
+        404: {"description": "No such trash entry"},
+    },
+)  # fmt: skip
+async def restore_document(key: Annotated[str, _TRASH_ID], rag: RagDep) -> DocumentChange:
+    """Put a trashed article back in the corpus and index it. An article of the same name in
+    the corpus now goes to the trash first, so nothing is lost."""
+    try:
+        report = await run_in_threadpool(rag.restore_document, key)
+    except KeyError:
+        raise HTTPException(404, f"no trash entry {key!r}") from None
+    return _change(report)
+
+
+@router.delete(
+    "/v1/trash/{key}",
+    response_model=Purged,
+    dependencies=[WriteAuth],
+    responses={
+        401: {}, 403: {"description": "Writes are disabled (no key configured)"},
+        404: {"description": "No such trash entry"},
+    },
+)  # fmt: skip
+async def purge_document(key: Annotated[str, _TRASH_ID], rag: RagDep) -> Purged:
+    """Delete a trashed article for good (this cannot be undone)."""
+    try:
+        entry = await run_in_threadpool(rag.purge_document, key)
+    except KeyError:
+        raise HTTPException(404, f"no trash entry {key!r}") from None
+    return Purged(purged=entry.id, name=entry.name)

@@ -32,7 +32,7 @@ from api.deps import (
 )
 from api.routes.ask import answer_within_limits as _answer
 from api.streaming import pump
-from rag.generation import ChatMessage
+from rag.generation import ChatMessage, EngineUnavailable
 from rag.service import QuestionError, StreamEvent
 from rag.types import Answer, Citation
 
@@ -299,6 +299,7 @@ async def chat_completions(
     """
     question, history = split_conversation(body.messages)
     question = rag.check_question(question)
+    rag.check_engine()
     max_tokens = body.max_tokens or body.max_completion_tokens
     model = body.model or MODEL_ID
     cid = f"chatcmpl-{uuid.uuid4().hex}"
@@ -371,6 +372,9 @@ async def _sse(
                 answer = ev.answer
     except TimeoutError:
         yield _error(timeout_detail(limit), "timeout", 504)
+        return
+    except EngineUnavailable as exc:
+        yield _error(str(exc), "engine_unavailable", 503)
         return
     except Exception as exc:  # the stream has started: report in-band
         log.exception("chat completion stream failed")

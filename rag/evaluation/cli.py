@@ -19,6 +19,29 @@ console = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     """Add the ``eval`` command to ``app``."""
     app.command("eval")(eval_command)
+    app.command("calibrate")(calibrate_command)
+
+
+def calibrate_command(
+    report: Annotated[Path, typer.Option(help="report.json of a `rag eval` run.")] = Path(
+        "eval/reports/latest/report.json"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder for reader.json/.md/.png.")] = Path(
+        "eval/reports/latest"
+    ),
+    write: Annotated[
+        bool, typer.Option(help="Write the fitted model to rag/calibration.json.")
+    ] = False,
+) -> None:
+    """Fit the reader's confidence and threshold on the dev split; report dev and test."""
+    from rag.evaluation.calibrate import main
+    from rag.reader import CALIBRATION
+
+    try:
+        main(report, out, CALIBRATION if write else None)
+    except (OSError, ValueError, KeyError) as exc:
+        _fail(f"cannot calibrate from {report}: {exc}")
+    console.print(f"wrote {out / 'reader.md'}" + (f" and {CALIBRATION}" if write else ""))
 
 
 def eval_command(
@@ -77,6 +100,19 @@ def eval_command(
         backend.close()
     report = Report.build(config, records, base, str(baseline) if baseline else None)
     paths = write(report, out)
+    if any(r.signals for r in records):
+        # The reader's decision on dev and test, at the committed calibration (not refitted).
+        from dataclasses import asdict
+
+        from rag.evaluation.calibrate import study
+        from rag.evaluation.calibrate import write as write_reader
+        from rag.reader import Calibration
+
+        cal = Calibration.load()
+        if cal is not None:
+            _, result = study([asdict(r) for r in records], cal)
+            write_reader(result, out)
+            paths["reader"] = out / "reader.md"
     _print_summary(report.summary["overall"], retrieval_only)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 

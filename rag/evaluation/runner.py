@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -57,6 +58,11 @@ def load_gold(path: Path, limit: int | None = None) -> list[GoldItem]:
         if limit is not None and len(items) >= limit:
             break
     return items
+
+
+def split_of(item_id: str) -> str:
+    """``dev`` or ``test``, fixed by a hash of the id: tune on dev, judge on test."""
+    return "dev" if int(hashlib.sha256(item_id.encode()).hexdigest(), 16) % 2 == 0 else "test"
 
 
 # --- backends ----------------------------------------------------------------------------------
@@ -221,7 +227,15 @@ class ItemRecord:
     first_token_ms: float | None = None
     total_ms: float | None = None
     generated_tokens: int | None = None
+    prompt_tokens: int | None = None
     error: str | None = None
+    # The reader's decision: its proposed answer, whether that was right, its confidence and
+    # the signals behind it (in-process runs only), and the item's dev/test split.
+    split: str = ""
+    draft: str | None = None
+    draft_correct: bool | None = None
+    confidence: float | None = None
+    signals: dict[str, float] = field(default_factory=dict)
 
     @property
     def answerable(self) -> bool:
@@ -282,8 +296,16 @@ def score_answer(rec: ItemRecord, item: GoldItem, answer: Answer | None) -> None
         rec.citation_recall = m.citation_recall(cited_sources, item.sources)
         if not abstained:
             rec.supported = m.supported([c.text for c in citations], item.answers)
+    if answer is not None and answer.reader:
+        trace = answer.reader
+        rec.draft = str(trace.get("draft", ""))
+        rec.draft_correct = item.answerable and m.answer_correct(rec.draft, item.answers)
+        rec.signals = {k: float(v) for k, v in trace.get("signals", {}).items()}
+        rec.confidence = answer.confidence
+        rec.signals["engine_first_token_ms"] = float(trace.get("engine_first_token_ms", 0.0))
     if answer is not None:
         t = answer.timings_ms
+        rec.prompt_tokens = t.prompt_tokens
         rec.retrieval_ms = t.retrieval
         rec.first_token_ms = t.first_token
         rec.total_ms = t.total
@@ -293,6 +315,7 @@ def score_answer(rec: ItemRecord, item: GoldItem, answer: Answer | None) -> None
 def evaluate_item(backend: Backend, item: GoldItem, *, retrieval_only: bool) -> ItemRecord:
     """One gold item through search and (unless retrieval-only) ask; failures are recorded."""
     rec = ItemRecord(item.id, item.type, item.question, item.answers, item.sources)
+    rec.split = split_of(item.id)
     errors: list[str] = []
     try:
         hits, rec.search_ms = backend.search(item.question, SEARCH_K)

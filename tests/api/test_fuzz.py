@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from rag.embedding import HashingEmbedder
 from rag.generation import FakeGenerator
 from rag.service import RAG
 from rag.settings import Settings
+from tests.live_server import live_server
 
 ROOT = Path(__file__).resolve().parents[2]
 Q170 = "Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?"
@@ -306,3 +309,73 @@ def test_paths_cannot_leave_their_folders(client: TestClient, path: str) -> None
     r = client.get(path)
     assert r.status_code in (404, 422)
     assert "root:" not in r.text
+
+
+# --- every schemathesis phase, as a peer tool runs it --------------------------------------------
+def _schemathesis(url: str, report: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`schemathesis run` over real HTTP, all four phases, bounded in examples and time."""
+    exe = Path(sys.executable).with_name("schemathesis")
+    cmd = [
+        str(exe), "run", f"{url}/openapi.json",
+        "--phases", "examples,coverage,fuzzing,stateful",
+        "--checks", "not_a_server_error",
+        "--max-examples", "15", "--max-time", "120", "--seed", "7",
+        "--request-timeout", "20", "--warnings", "off",
+        "--report", "junit", "--report-junit-path", str(report),
+        *extra,
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _fuzz_target(tmp: Path, **overrides: Any) -> tuple[RAG, Settings]:
+    shutil.copytree(ROOT / "data" / "articles", tmp / "articles")
+    s = Settings(
+        data_dir=tmp / "articles", index_dir=tmp / "index", embedder="fake", generator="fake",
+        models_dir=ROOT / "models", n_threads=2, generator_process=False, _env_file=None,
+        **overrides,
+    )  # fmt: skip
+    service = RAG(s, HashingEmbedder(), FakeGenerator())
+    service.ingest()
+    return service, s
+
+
+def test_every_schemathesis_phase_leaves_the_default_corpus_untouched(tmp_path: Path) -> None:
+    """The default configuration (no keys) refuses every write the fuzzer tries."""
+    service, s = _fuzz_target(tmp_path)
+    before = _tree(s.data_dir)
+    with live_server(create_app(s, rag=service)) as url:
+        run = _schemathesis(url, tmp_path / "junit.xml")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
+        assert phase in run.stdout, f"phase {phase} did not run:\n{run.stdout[-3000:]}"
+    assert _tree(s.data_dir) == before, "the fuzzer changed the corpus"
+    assert not s.trash_path.exists() or not any(s.trash_path.iterdir())
+
+
+def test_with_a_key_what_the_fuzzer_deletes_can_be_restored(tmp_path: Path) -> None:
+    key = "fuzz-key-0123456789"
+    service, s = _fuzz_target(tmp_path, api_keys=[key])
+    before = _tree(s.data_dir)
+    with live_server(create_app(s, rag=service)) as url:
+        run = _schemathesis(url, tmp_path / "junit.xml", "--header", f"Authorization: Bearer {key}")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    # Put back every original the fuzzer deleted or overwrote, from the trash.
+    for name, data in before.items():
+        current = s.data_dir / name
+        if current.exists() and current.read_bytes() == data:
+            continue
+        entry = next(e for e in service.trashed() if e.name == name and e.sha256 == _sha(data))
+        service.restore_document(entry.id)
+    for name in set(_tree(s.data_dir)) - set(before):
+        service.delete_document(name)  # what the fuzzer uploaded
+    assert _tree(s.data_dir) == before
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,340 @@
+"""Fit the reader's confidence on the gold set's dev split, and measure it on test.
+
+Input: the per-item records of an evaluation run (``report.json``), whose reader traces hold
+each proposed answer (``draft``), whether it was right, and its signals. A logistic model over
+``rag.reader.FEATURES`` is fitted on **dev** items only (L2-regularised, Newton steps, numpy);
+the abstention threshold is the one that maximises, on dev, right answers minus wrong answers
+(a wrong answer costs more than an honest "not found"). Test items are only scored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.reader import FEATURES, Calibration
+
+L2 = 1.0
+
+
+@dataclass
+class Point:
+    split: str
+    type: str
+    answerable: bool
+    proposed: bool  # the model proposed an answer that could be cited
+    right: bool  # that answer holds the gold strings
+    signals: dict[str, float]
+    legacy_answered: bool
+
+
+def points(records: Sequence[dict[str, Any]]) -> list[Point]:
+    out = []
+    for r in records:
+        sig = r.get("signals") or {}
+        proposed = bool(sig) and not sig.get("uncited")
+        out.append(Point(
+            split=r.get("split") or "", type=r["type"], answerable=bool(r["sources"]),
+            proposed=proposed, right=bool(r.get("draft_correct")) and proposed,
+            signals={k: float(v) for k, v in sig.items()},
+            legacy_answered=proposed and bool(sig.get("legacy_answered")),
+        ))  # fmt: skip
+    return out
+
+
+def _matrix(ps: Sequence[Point]) -> np.ndarray:
+    return np.array([[p.signals.get(f, 0.0) for f in FEATURES] for p in ps], dtype=float)
+
+
+def fit(ps: Sequence[Point]) -> Calibration:
+    """Logistic regression (standardised features, L2) on proposed answers: P(right)."""
+    xs = [p for p in ps if p.proposed]
+    x = _matrix(xs)
+    y = np.array([p.right for p in xs], dtype=float)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
+    w = np.zeros(z.shape[1])
+    reg = np.full(z.shape[1], L2)
+    reg[0] = 0.0
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-z @ w))
+        grad = z.T @ (p - y) + reg * w
+        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg) + 1e-9 * np.eye(len(w))
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return Calibration(
+        weights={f: float(v) for f, v in zip(FEATURES, w[1:], strict=True)},
+        bias=float(w[0]),
+        mean={f: float(v) for f, v in zip(FEATURES, mean, strict=True)},
+        scale={f: float(v) for f, v in zip(FEATURES, scale, strict=True)},
+        threshold=0.5,
+    )
+
+
+def confidences(cal: Calibration, ps: Sequence[Point]) -> list[float]:
+    return [cal.probability(p.signals) if p.proposed else 0.0 for p in ps]
+
+
+def outcome(ps: Sequence[Point], conf: Sequence[float], threshold: float) -> dict[str, Any]:
+    """What the service does at ``threshold``: answered right / wrong, refused, per kind."""
+    ans = [(p, c) for p, c in zip(ps, conf, strict=True) if p.answerable]
+    una = [(p, c) for p, c in zip(ps, conf, strict=True) if not p.answerable]
+
+    def answered(p: Point, c: float) -> bool:
+        return p.proposed and c >= threshold
+
+    right = sum(answered(p, c) and p.right for p, c in ans)
+    wrong_ans = sum(answered(p, c) and not p.right for p, c in ans)
+    refused_ans = sum(not answered(p, c) for p, c in ans)
+    refused_una = sum(not answered(p, c) for p, c in una)
+    return {
+        "n": len(ps),
+        "answerable": len(ans),
+        "unanswerable": len(una),
+        "accuracy": right / len(ans) if ans else None,
+        "answerable_refused": refused_ans / len(ans) if ans else None,
+        "answerable_wrong": wrong_ans / len(ans) if ans else None,
+        "unanswerable_refused": refused_una / len(una) if una else None,
+        "utility": (right + refused_una - wrong_ans - (len(una) - refused_una)) / max(1, len(ps)),
+    }
+
+
+def legacy_outcome(ps: Sequence[Point]) -> dict[str, Any]:
+    """The rules this reader replaced (unknown terms, echo, names, lexical support), applied
+    to the same drafts."""
+    conf = [1.0 if p.legacy_answered else 0.0 for p in ps]
+    return outcome(ps, conf, 0.5)
+
+
+def choose_threshold(ps: Sequence[Point], conf: Sequence[float]) -> float:
+    cands = sorted({0.0, *conf})
+    best = max(cands, key=lambda t: (outcome(ps, conf, t)["utility"], -t))
+    # Midway to the next confidence up: the same decisions on dev, less brittle on new items.
+    above = [c for c in cands if c > best]
+    return (best + above[0]) / 2 if above else best
+
+
+def auc(ps: Sequence[Point], conf: Sequence[float]) -> float | None:
+    """Area under the ROC curve of confidence for right vs not-right proposed answers."""
+    pos = [c for p, c in zip(ps, conf, strict=True) if p.proposed and p.right]
+    neg = [c for p, c in zip(ps, conf, strict=True) if p.proposed and not p.right]
+    if not pos or not neg:
+        return None
+    wins = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def risk_coverage(ps: Sequence[Point], conf: Sequence[float]) -> dict[str, Any]:
+    """Accuracy of the answered questions against the share answered, as the threshold moves
+    (over all questions: an unanswerable one answered is a wrong answer)."""
+    order = sorted(
+        [(c, p.right) for p, c in zip(ps, conf, strict=True) if p.proposed], reverse=True
+    )
+    n = len(ps)
+    curve, right = [], 0
+    for i, (c, ok) in enumerate(order, 1):
+        right += ok
+        curve.append({"coverage": i / n, "accuracy": right / i, "threshold": c})
+    area = sum(pt["accuracy"] for pt in curve) / len(curve) if curve else None
+    return {"curve": curve, "area": area}
+
+
+def calibration_table(ps: Sequence[Point], conf: Sequence[float], bins: int = 5) -> list[Any]:
+    rows = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        sel = [p.right for p, c in zip(ps, conf, strict=True)
+               if p.proposed and (lo <= c < hi or (b == bins - 1 and c == 1.0))]  # fmt: skip
+        rows.append({"bin": f"{lo:.1f}–{hi:.1f}", "n": len(sel),
+                     "accuracy": sum(sel) / len(sel) if sel else None})  # fmt: skip
+    return rows
+
+
+def by_type(ps: Sequence[Point], conf: Sequence[float], threshold: float) -> dict[str, Any]:
+    out = {}
+    for t in sorted({p.type for p in ps}):
+        idx = [i for i, p in enumerate(ps) if p.type == t]
+        out[t] = outcome([ps[i] for i in idx], [conf[i] for i in idx], threshold)
+    return out
+
+
+def study(
+    records: Sequence[dict[str, Any]], cal: Calibration | None = None
+) -> tuple[Calibration, dict[str, Any]]:
+    """Measure the reader's decision on dev and test. Without ``cal``, first fit the model and
+    choose the threshold on dev (test is never looked at for that)."""
+    ps = points(records)
+    dev = [p for p in ps if p.split == "dev"]
+    test = [p for p in ps if p.split == "test"]
+    if cal is None:
+        cal = fit(dev)
+        dev_conf = confidences(cal, dev)
+        cal.threshold = choose_threshold(dev, dev_conf)
+        cal.fitted_on = (
+            f"dev split, {len(dev)} questions ({sum(p.proposed for p in dev)} proposed answers)"
+        )
+    result: dict[str, Any] = {
+        "threshold": cal.threshold, "features": list(FEATURES), "fitted_on": cal.fitted_on,
+        "weights": cal.weights,
+    }  # fmt: skip
+    for name, part in (("dev", dev), ("test", test)):
+        conf = confidences(cal, part)
+        result[name] = {
+            "reader": outcome(part, conf, cal.threshold),
+            "answer_everything": outcome(part, [1.0] * len(part), 0.5),
+            "legacy_rules": legacy_outcome(part),
+            "auc": auc(part, conf),
+            "single_signal_auc": {
+                f: auc(
+                    part, [p.signals.get(f, -math.inf) if p.proposed else -math.inf for p in part]
+                )
+                for f in FEATURES
+            },
+            "risk_coverage": risk_coverage(part, conf),
+            "calibration": calibration_table(part, conf),
+            "by_type": by_type(part, conf, cal.threshold),
+            "draft_accuracy": (
+                sum(p.right for p in part if p.answerable) / max(1, sum(p.answerable for p in part))
+            ),
+        }
+    return cal, result
+
+
+def _f(x: float | None, pct: bool = True) -> str:
+    if x is None:
+        return "—"
+    return f"{100 * x:.0f} %" if pct else f"{x:.2f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The reader section of the report: dev and test side by side against the targets."""
+    d, t = result["dev"], result["test"]
+    rows = [
+        ("accuracy, answerable (target ≥ 85 %)", "accuracy"),
+        ("answerable refused (target ≤ 5 %)", "answerable_refused"),
+        ("answerable answered wrongly", "answerable_wrong"),
+        ("unanswerable refused (target ≥ 80 %)", "unanswerable_refused"),
+    ]
+    lines = [
+        "# The reader's decision: dev and test",
+        "",
+        f"Confidence: a logistic model over {', '.join(result['features'])}, fitted on "
+        f"{result['fitted_on']}; abstention threshold **{result['threshold']:.3f}** (chosen on "
+        "dev: most right answers minus wrong answers). Test was never used to fit or choose.",
+        "",
+        f"Questions: dev {d['reader']['n']} ({d['reader']['unanswerable']} unanswerable), "
+        f"test {t['reader']['n']} ({t['reader']['unanswerable']} unanswerable).",
+        "",
+        "| figure | dev: reader | dev: old rules | dev: answer all | **test: reader** | "
+        "test: old rules | test: answer all |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, key in rows:
+        cells = [
+            _f(x[k][key]) for x in (d, t) for k in ("reader", "legacy_rules", "answer_everything")
+        ]
+        cells[3] = f"**{cells[3]}**"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        f"| proposed answers right (the model's ceiling) | {_f(d['draft_accuracy'])} | | | "
+        f"{_f(t['draft_accuracy'])} | | |",
+        f"| AUC of the confidence (right vs wrong proposals) | {_f(d['auc'], False)} | | | "
+        f"**{_f(t['auc'], False)}** | | |",
+        f"| area under the risk–coverage curve | {_f(d['risk_coverage']['area'], False)} | | | "
+        f"{_f(t['risk_coverage']['area'], False)} | | |",
+        "",
+        '"old rules" applies the rules this reader replaced (unknown terms, echo, capitalised '
+        'names, lexical support) to the same proposed answers; "answer all" gives every '
+        "cited proposal.",
+        "",
+        "## Single signals (AUC, right vs wrong proposed answers)",
+        "",
+        "| signal | dev | test |",
+        "|---|---:|---:|",
+    ]
+    for f in result["features"]:
+        lines.append(
+            f"| {f} | {_f(d['single_signal_auc'][f], False)} | "
+            f"{_f(t['single_signal_auc'][f], False)} |"
+        )
+    lines += [
+        "",
+        "## Calibration (confidence bin → accuracy of those answers)",
+        "",
+        "| bin | dev n | dev accuracy | test n | test accuracy |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for a, b in zip(d["calibration"], t["calibration"], strict=True):
+        lines.append(f"| {a['bin']} | {a['n']} | {_f(a['accuracy'])} | {b['n']} | "
+                     f"{_f(b['accuracy'])} |")  # fmt: skip
+    lines += [
+        "", "## By question type (reader at the threshold)", "",
+        "| type | dev n | dev accuracy | dev refused | test n | test accuracy | test refused |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for typ in sorted(set(d["by_type"]) | set(t["by_type"])):
+        a, b = d["by_type"].get(typ), t["by_type"].get(typ)
+
+        lines.append(f"| {typ} | {_type_cells(a)} | {_type_cells(b)} |")
+    lines += ["", "![risk–coverage](reader.png)", ""]
+    return "\n".join(lines)
+
+
+def _type_cells(x: dict[str, Any] | None) -> str:
+    if not x:
+        return "0 | — | —"
+    acc = x["accuracy"] if x["answerable"] else None
+    refused = x["answerable_refused"] if x["answerable"] else x["unanswerable_refused"]
+    return f"{x['n']} | {_f(acc)} | {_f(refused)}"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for name, style in (("dev", "--"), ("test", "-")):
+        rc = result[name]["risk_coverage"]
+        xs = [p["coverage"] for p in rc["curve"]]
+        ys = [p["accuracy"] for p in rc["curve"]]
+        ax.plot(xs, ys, style, label=f"{name} (area {rc['area']:.2f})")
+        chosen = [p for p in rc["curve"] if p["threshold"] >= result["threshold"]]
+        if chosen:
+            ax.plot([chosen[-1]["coverage"]], [chosen[-1]["accuracy"]], "o", color="black")
+    ax.set_xlabel("share of all questions answered (coverage)")
+    ax.set_ylabel("accuracy of the answered")
+    ax.set_title(f"Risk–coverage; dot = chosen threshold {result['threshold']:.2f}")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write(result: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reader.json").write_text(json.dumps(result, indent=1, default=str), "utf-8")
+    (out / "reader.md").write_text(markdown(result), "utf-8")
+    plot(result, out / "reader.png")
+
+
+def main(report: Path, out: Path, calibration: Path | None) -> None:
+    """``rag calibrate``: fit on dev (writing ``calibration``), report dev and test."""
+    records = json.loads(report.read_text("utf-8"))["records"]
+    cal, result = study(records)
+    if calibration is not None:
+        calibration.write_text(json.dumps(asdict(cal), indent=1) + "\n", "utf-8")
+    write(result, out)

@@ -1,0 +1,290 @@
+"""llama.cpp running a local GGUF model (llama-cpp-python), with token log-probabilities.
+
+CPU choice, measured (see README "Answer engine and CPUs"): on Intel Xeons with AMX,
+llama.cpp repacks Q4_K weights into its AMX buffer type and then segfaults in the first decode
+(upstream llama.cpp issue 20824, ``ggml_backend_amx_mul_mat``). Loading with the model
+parameter ``use_extra_bufts = false`` avoids the AMX buffers. The same switch also turns off
+the CPU "repack" buffers that speed up Q4_K on AVX2/AVX-512 machines, so it is applied only
+where this build of llama.cpp has AMX compiled in (``AMX_INT8 = 1`` in its system info) —
+setting ``extra_buffers`` ("auto", "on", "off") overrides the choice.
+
+This module touches a few private attributes of ``llama_cpp.Llama`` (``_ctx``, ``_batch``,
+``_model``, ``input_ids``, ``n_tokens``) to read logits for every token of a candidate in one
+decode; they are stable in the pinned version (0.3.36) and covered by the e2e tests.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from rag.generation.base import ChatMessage, Completion, Generator
+
+ExtraBuffers = Literal["auto", "on", "off"]
+_MARK = "\u2063RAGMARK\u2063"
+
+
+def system_info() -> str:
+    """llama.cpp's own line of the CPU features this build uses (``AVX2 = 1 | …``)."""
+    import llama_cpp
+
+    raw: bytes = llama_cpp.llama_print_system_info()
+    return raw.decode(errors="replace").strip()
+
+
+def build_features(info: str | None = None) -> dict[str, bool]:
+    """The ``NAME = 1`` flags of llama.cpp's system info, as a dict."""
+    info = system_info() if info is None else info
+    return {k: v == "1" for k, v in re.findall(r"([A-Z0-9_]+) = (\d)", info)}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU flags the kernel reports (``/proc/cpuinfo``), empty where there is none."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return set()
+    m = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+    return set(m.group(1).split()) if m else set()
+
+
+def use_extra_buffers(choice: ExtraBuffers, info: str | None = None) -> tuple[bool, str]:
+    """Whether to let llama.cpp repack weights into extra buffer types, and why."""
+    if choice == "on":
+        return True, "extra buffer types on (setting extra_buffers=on)"
+    if choice == "off":
+        return False, "extra buffer types off (setting extra_buffers=off)"
+    feats = build_features(info)
+    if feats.get("AMX_INT8"):
+        return False, (
+            "extra buffer types off: this llama.cpp build uses AMX, whose Q4_K path crashes "
+            "(llama.cpp issue 20824)"
+        )
+    return True, "extra buffer types on (CPU repack; no AMX in this build)"
+
+
+class LlamaCppGenerator(Generator):
+    """A GGUF model through llama-cpp-python, using the chat template embedded in the file.
+
+    One model, one generation at a time: llama.cpp contexts are not thread-safe, so a lock is
+    held for every call. llama-cpp-python keeps the KV cache of the last prompt, so a prompt
+    that starts like the previous one (the fixed instructions) is read only from where they
+    differ.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        extra_buffers: ExtraBuffers = "auto",
+    ) -> None:
+        import llama_cpp
+        import llama_cpp.llama as llama_module
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.name = model_path.stem
+        self.model_path = model_path
+        self.system_info = system_info()
+        self.extra_buffers, self.extra_buffers_reason = use_extra_buffers(extra_buffers)
+        defaults = llama_cpp.llama_model_default_params
+
+        def model_params() -> Any:
+            params = defaults()
+            params.use_extra_bufts = self.extra_buffers
+            return params
+
+        # Llama() takes no use_extra_bufts argument: give it default params with ours set.
+        with _PARAMS_LOCK:
+            llama_module.llama_cpp.llama_model_default_params = model_params  # type: ignore[attr-defined]
+            try:
+                self._llm = Llama(
+                    model_path=str(model_path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    n_batch=512,
+                    verbose=False,
+                )
+            finally:
+                llama_module.llama_cpp.llama_model_default_params = defaults  # type: ignore[attr-defined]
+        self.lock = threading.Lock()
+        meta = self._llm.metadata
+        template = meta.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError(f"{model_path.name} has no chat template in its metadata")
+        model = self._llm._model
+        eos = self._llm.token_eos()
+        bos = self._llm.token_bos()
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=model.token_get_text(eos) if eos != -1 else "",
+            bos_token=model.token_get_text(bos) if bos != -1 else "",
+        )
+        self._end_of_turn = self._find_end_of_turn()
+        self.n_vocab = int(self._llm.n_vocab())
+        self.last_cached_tokens = 0
+
+    # --- prompt and tokens ----------------------------------------------------------------
+    def _prompt_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+        result = self._formatter(messages=list(messages))  # type: ignore[arg-type]
+        return list(
+            self._llm.tokenize(
+                result.prompt.encode(), add_bos=not result.added_special, special=True
+            )
+        )
+
+    def _find_end_of_turn(self) -> int:
+        """The token that closes an assistant reply in this model's chat template."""
+        formatter = type(self._formatter)(
+            template=self._formatter.template,
+            eos_token=self._formatter.eos_token,
+            bos_token=self._formatter.bos_token,
+            add_generation_prompt=False,
+        )
+        text = formatter(
+            messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": _MARK}]
+        ).prompt
+        tail = text.split(_MARK, 1)[-1]
+        toks = self._llm.tokenize(tail.encode(), add_bos=False, special=True) if tail else []
+        for tok in toks:
+            if self._is_end(tok):
+                return int(tok)
+        return int(self._llm.token_eos())
+
+    def _is_end(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._llm._model.vocab, token))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode(), add_bos=False, special=True))
+
+    def _logits_row(self, i: int) -> np.ndarray:
+        ptr = self._llm._ctx.get_logits_ith(i)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    @staticmethod
+    def _logprob(row: np.ndarray, token: int) -> float:
+        top = float(row.max())
+        return float(row[token] - top - np.log(np.exp(row - top).sum()))
+
+    def _cached_prefix(self, tokens: list[int]) -> int:
+        llm = self._llm
+        n = 0
+        for a, b in zip(llm.input_ids[: llm.n_tokens], tokens, strict=False):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def _prefill(self, tokens: list[int]) -> np.ndarray:
+        """Put ``tokens`` in the KV cache (reusing the cached prefix); return the logits after
+        the last one."""
+        llm = self._llm
+        keep = min(self._cached_prefix(tokens), len(tokens) - 1)
+        self.last_cached_tokens = keep
+        llm.n_tokens = keep
+        llm.eval(tokens[keep:])
+        return self._logits_row(-1).copy()
+
+    # --- the interface --------------------------------------------------------------------
+    def stream_chat(
+        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float
+    ) -> Iterator[str]:
+        with self.lock:
+            stream: Any = self._llm.create_chat_completion(
+                messages=list(messages),  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_k=1 if temperature == 0 else 40,
+                repeat_penalty=1.05,
+                stream=True,
+            )
+            try:
+                for part in stream:
+                    delta = part["choices"][0]["delta"].get("content")
+                    if delta:
+                        yield delta
+            finally:
+                stream.close()
+
+    def complete(
+        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+    ) -> Completion:
+        """Greedy (or sampled) answer with the log-probability of every chosen token."""
+        t0 = time.perf_counter()
+        with self.lock:
+            llm = self._llm
+            prompt = self._prompt_tokens(messages)
+            if len(prompt) + max_tokens > llm.n_ctx():
+                raise ValueError(
+                    f"the prompt has {len(prompt)} tokens; with {max_tokens} to generate it "
+                    f"exceeds the context window ({llm.n_ctx()}, setting n_ctx)"
+                )
+            row = self._prefill(prompt)
+            first_s = time.perf_counter() - t0
+            out: list[int] = []
+            logprobs: list[float] = []
+            finished = False
+            rng = np.random.default_rng(0)
+            while len(out) < max_tokens:
+                if temperature > 0:
+                    p = np.exp((row - row.max()) / temperature)
+                    token = int(rng.choice(len(p), p=p / p.sum()))
+                else:
+                    token = int(row.argmax())
+                logprobs.append(self._logprob(row, token))
+                if self._is_end(token):
+                    finished = True
+                    break
+                out.append(token)
+                llm.eval([token])
+                row = self._logits_row(-1).copy()
+            text = llm.detokenize(out).decode("utf-8", errors="replace")
+            return Completion(
+                text=text,
+                token_logprobs=logprobs,
+                finished=finished,
+                prompt_tokens=len(prompt),
+                cached_tokens=self.last_cached_tokens,
+                first_token_s=first_s,
+            )
+
+    def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:
+        """Each candidate read as the whole reply: one decode of its tokens after the prompt."""
+        if not candidates:
+            return []
+        with self.lock:
+            llm = self._llm
+            prompt = self._prompt_tokens(messages)
+            first = self._prefill(prompt)
+            n_past = len(prompt)
+            results: list[list[float]] = []
+            for cand in candidates:
+                toks = [int(t) for t in llm.tokenize(cand.encode(), add_bos=False, special=False)]
+                toks = [*toks[: max(1, llm.n_ctx() - n_past - 2)], self._end_of_turn]
+                lps = [self._logprob(first, toks[0])]
+                feed = toks[:-1]
+                if feed:
+                    llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+                    llm.n_tokens = n_past
+                    llm._batch.set_batch(batch=feed, n_past=n_past, logits_all=True)
+                    llm._ctx.decode(llm._batch)
+                    llm.input_ids[n_past : n_past + len(feed)] = feed
+                    llm.n_tokens = n_past + len(feed)
+                    for i, tok in enumerate(toks[1:]):
+                        lps.append(self._logprob(self._logits_row(i), tok))
+                results.append(lps)
+            return results
+
+
+_PARAMS_LOCK = threading.Lock()
