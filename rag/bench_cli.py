@@ -16,6 +16,22 @@ console = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` command to ``app``."""
     app.command("bench")(bench_command)
+    app.command("bench-engine")(bench_engine_command)
+
+
+def bench_engine_command(
+    out: Annotated[Path, typer.Option(help="Folder for engine.json and engine.md.")] = Path(
+        "bench/reports/latest"
+    ),
+    rounds: Annotated[int, typer.Option(min=1, help="Runs of each speed figure.")] = 3,
+) -> None:
+    """Answer-engine speed: llama.cpp extra buffers on vs off, worker process vs in-process."""
+    from rag.bench_engine import markdown, run, write
+    from rag.settings import Settings
+
+    report = run(Settings(), rounds=rounds)
+    write(report, out)
+    print(markdown(report))
 
 
 def _sections(only: list[str] | None) -> tuple[str, ...]:

@@ -178,6 +178,14 @@ def doctor(
         bool, typer.Option("--all", help="Also check the small model (and any other fetched).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    compare_buffers: Annotated[
+        bool,
+        typer.Option(
+            "--compare-buffers",
+            help="Measure prompt and decode speed with llama.cpp's extra buffer types on and off "
+            "(a 500-token prompt, 64 tokens; only meaningful on a quiet machine).",
+        ),
+    ] = False,
 ) -> None:
     """Check in seconds whether this machine runs the configured models, and why not.
 
@@ -197,7 +205,7 @@ def doctor(
             n for n, sp in specs.items()
             if sp.role == "generator" and n != s.generator_model and is_ready(sp, s.models_dir)
         ]  # fmt: skip
-    checks = run_checks(s, models)
+    checks = run_checks(s, models, compare_buffers=compare_buffers)
     if as_json:
         print(json.dumps([asdict(c) for c in checks], ensure_ascii=False, indent=1))
     else:

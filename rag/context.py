@@ -8,6 +8,7 @@ window of consecutive sentences around the ones that best match the question.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from itertools import pairwise
 
@@ -35,15 +36,31 @@ def _terms(text: str) -> set[str]:
     return set(toks) | {f"{a}_{b}" for a, b in pairwise(toks)}
 
 
-def trim(passage: Passage, question_terms: set[str], budget: int) -> Passage:
-    """Keep the window of consecutive sentences (≤ budget chars) that matches the question best."""
+#: Gives each sentence its similarity to the question (cosine of embeddings), or None.
+SentenceScorer = Callable[[list[str]], list[float]]
+
+
+def trim(
+    passage: Passage,
+    question_terms: set[str],
+    budget: int,
+    similarity: SentenceScorer | None = None,
+) -> Passage:
+    """Keep the window of consecutive sentences (≤ budget chars) that matches the question best:
+    shared words (as a share of the question's) plus, with ``similarity``, each sentence's
+    embedding similarity to the question — which also finds the sentence an English question
+    asks about in a Vietnamese passage, where no word is shared."""
     text = passage.chunk.text
     if len(text) <= budget:
         return passage
     spans = sentences(text)
     if not spans:
         return passage
-    scores = [len(question_terms & _terms(text[s:e])) for s, e in spans]
+    n_terms = max(1, len(question_terms))
+    scores = [len(question_terms & _terms(text[s:e])) / n_terms for s, e in spans]
+    if similarity is not None:
+        sims = similarity([text[s:e] for s, e in spans])
+        scores = [a + b for a, b in zip(scores, sims, strict=True)]
     best_window = (0, 0)
     best_score = -1.0
     for i in range(len(spans)):
@@ -63,11 +80,18 @@ def trim(passage: Passage, question_terms: set[str], budget: int) -> Passage:
     return replace(passage, chunk=replace(passage.chunk, text=text[s:e]))
 
 
-def select(passages: list[Passage], question: str, *, k: int, budget: int) -> list[Passage]:
+def select(
+    passages: list[Passage],
+    question: str,
+    *,
+    k: int,
+    budget: int,
+    similarity: SentenceScorer | None = None,
+) -> list[Passage]:
     """The first ``k`` passages, each trimmed to its share of ``budget`` characters."""
     chosen = passages[:k]
     if not chosen:
         return []
     terms = _terms(question)
     share = budget // len(chosen)
-    return [trim(p, terms, share) for p in chosen]
+    return [trim(p, terms, share, similarity) for p in chosen]

@@ -54,9 +54,35 @@ def check_cpu() -> Check:
                  {"model": cpu_model(), "flags": present})  # fmt: skip
 
 
-def check_generator(s: Settings, model: str, *, tokens: int = 16) -> Check:
+#: A realistic answer prompt (about 500 tokens of article text) for speed figures.
+_PASSAGE = (
+    "Năm 2022, công tác ngoại giao kinh tế tiếp tục được triển khai mạnh mẽ, toàn diện và thực "
+    "chất, góp phần quan trọng vào phục hồi và phát triển kinh tế - xã hội của đất nước. "
+) * 12
+
+
+def speed_prompt() -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": "Trả lời ngắn gọn bằng tiếng Việt, chỉ dùng đoạn trích."},
+        {"role": "user", "content": f"[1]\n{_PASSAGE}\n\nCâu hỏi: Năm 2022 ngoại giao kinh tế "
+                                    "góp phần vào điều gì?"},
+    ]  # fmt: skip
+
+
+def check_generator(
+    s: Settings,
+    model: str,
+    *,
+    tokens: int = 16,
+    extra_buffers: str | None = None,
+    long_prompt: bool = False,
+) -> Check:
     """Load ``model`` in a worker process and generate a few tokens; report speed or the crash."""
-    cfg = s.model_copy(update={"generator_model": model}).model_dump()
+    update: dict[str, object] = {"generator_model": model}
+    if extra_buffers is not None:
+        update["extra_buffers"] = extra_buffers
+    cfg = s.model_copy(update=update).model_dump()
+    prompt = speed_prompt() if long_prompt else PROMPT
     worker = WorkerGenerator(partial(local_engine, cfg), name=model, failed_after=1,
                              backoff_s=(600.0, 600.0))  # fmt: skip
     t0 = time.perf_counter()
@@ -67,7 +93,7 @@ def check_generator(s: Settings, model: str, *, tokens: int = 16) -> Check:
         load_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         try:
-            out = worker.complete(PROMPT, max_tokens=tokens)  # type: ignore[arg-type]
+            out = worker.complete(prompt, max_tokens=tokens)  # type: ignore[arg-type]
         except Exception as exc:  # a crash in the first decode is exactly what we look for
             return Check(f"answer model {model}", False, f"generation failed: {exc}",
                          dict(worker.state().info))  # fmt: skip
@@ -88,7 +114,10 @@ def check_generator(s: Settings, model: str, *, tokens: int = 16) -> Check:
             f"{facts['prompt_tokens_per_s']} tok/s, decoded at {facts['decode_tokens_per_s']} "
             f"tok/s; {info.get('extra_buffers_reason', '')}; said {facts['answer']!r}"
         )
-        return Check(f"answer model {model}", True, detail, facts)
+        label = f"answer model {model}" + (
+            f" (extra_buffers={extra_buffers})" if extra_buffers else ""
+        )
+        return Check(label, True, detail, facts)
     finally:
         worker.close()
 
@@ -109,9 +138,15 @@ def check_embedder(s: Settings) -> Check:
                  {"files": len(rag.index.files), "chunks": len(rag.index.chunks)})  # fmt: skip
 
 
-def run_checks(s: Settings, models: list[str]) -> list[Check]:
+def run_checks(s: Settings, models: list[str], *, compare_buffers: bool = False) -> list[Check]:
     checks = [check_cpu()]
     for model in models:
-        checks.append(check_generator(s, model))
+        if compare_buffers:  # the same long prompt with llama.cpp's extra buffers on, then off
+            for mode in ("on", "off"):
+                checks.append(
+                    check_generator(s, model, tokens=64, extra_buffers=mode, long_prompt=True)
+                )
+        else:
+            checks.append(check_generator(s, model))
     checks.append(check_embedder(s))
     return checks

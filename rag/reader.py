@@ -153,6 +153,10 @@ class Reader:
             return self.threshold_override
         return self.calibration.threshold if self.calibration else 0.5
 
+    def answers(self, confidence: float) -> bool:
+        """The decision: give the proposed answer only at or above the threshold."""
+        return confidence >= self.threshold
+
     def read(
         self,
         generator: Generator,
@@ -186,7 +190,7 @@ class Reader:
         text = grounded.text if grounded.cited else draft
         if not grounded.cited:
             signals["uncited"] = 1.0
-        decided_no = confidence < self.threshold or not cited
+        decided_no = not self.answers(confidence) or not cited
         if decided_no:
             log.info("abstaining: confidence %.2f < %.2f for %r", confidence, self.threshold, draft)
             return Reading(

@@ -8,6 +8,7 @@ import re
 import shutil
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Literal
 
 import numpy as np
 
-from rag.context import select, sentences
+from rag.context import SentenceScorer, select, sentences
+from rag.diacritics import DiacriticRestorer
 from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from rag.generation import ChatMessage, EngineUnavailable, Generator
 from rag.generation.factory import load_generator
@@ -33,6 +35,8 @@ from rag.types import Answer, Citation, Passage, Span, Timings
 
 log = logging.getLogger("rag")
 
+#: Sentence vectors kept in memory for choosing what the answer model reads.
+SENTENCE_CACHE = 50_000
 _SAFE_NAME = re.compile(r"^[\w][\w .()+,-]{0,200}$", re.UNICODE)
 
 
@@ -106,6 +110,9 @@ class RAG:
         self._originals: dict[tuple[str, str], str] = {}
         self.trash = Trash(settings.trash_path)
         self.reader = Reader(threshold=settings.confidence_threshold)
+        self._restorer: tuple[CorpusIndex, DiacriticRestorer] | None = None
+        self._sentence_vecs: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._sentence_lock = threading.Lock()
         self.index = CorpusIndex(embedder.identity, embedder.dim)
         if self.store.exists():
             self.index = self.store.load(expected_embedder=embedder.identity)
@@ -361,6 +368,34 @@ class RAG:
         self._attach_original(out)
         return out
 
+    def restorer(self) -> DiacriticRestorer:
+        """Diacritics restoration trained on the indexed text (rebuilt when the index changes)."""
+        index = self.index
+        cached = self._restorer
+        if cached is None or cached[0] is not index:
+            cached = (index, DiacriticRestorer(c.text for c in index.chunks))
+            self._restorer = cached
+        return cached[1]
+
+    def _sentence_similarity(self, query: str) -> SentenceScorer:
+        """Cosine of each sentence to ``query``; sentence vectors are cached by their text."""
+        qv = self.embedder.embed_query(query)
+
+        def similarity(texts: list[str]) -> list[float]:
+            with self._sentence_lock:
+                todo = [t for t in dict.fromkeys(texts) if t not in self._sentence_vecs]
+            if todo:
+                fresh = self.embedder.embed_documents(todo)
+                with self._sentence_lock:
+                    for t, v in zip(todo, fresh, strict=True):
+                        self._sentence_vecs[t] = v
+                    while len(self._sentence_vecs) > SENTENCE_CACHE:
+                        self._sentence_vecs.popitem(last=False)
+            with self._sentence_lock:
+                return [float(np.dot(self._sentence_vecs[t], qv)) for t in texts]
+
+        return similarity
+
     def _original(self, source: str) -> str:
         """The article's text as indexed, read once per file version (not once per question)."""
         record = self.index.files.get(source)
@@ -445,7 +480,13 @@ class RAG:
         timings = Timings(retrieval=(time.perf_counter() - t0) * 1000)
         yield StreamEvent("passages", passages=shown)
 
-        context = [_narrow(p) for p in select(passages, q, k=s.context_k, budget=s.context_chars)]
+        # What the model reads: an unaccented question gets its diacritics back from the corpus.
+        q_read = q if english else self.restorer().restore(q)
+        picked = select(
+            passages, q_read, k=s.context_k, budget=s.context_chars,
+            similarity=self._sentence_similarity(q_read),
+        )  # fmt: skip
+        context = [_narrow(p) for p in picked]
         not_found = NOT_FOUND_EN if english else NOT_FOUND_VI
         best = max((getattr(p, "dense_score", 0.0) for p in passages), default=0.0)
         if not context or (s.min_score > 0 and best < s.min_score):
@@ -459,9 +500,9 @@ class RAG:
             return
 
         unknown = unknown_terms(q, self.index.vocabulary, english=english)
-        messages = build_messages(q, context, english=english, history=history)
+        messages = build_messages(q_read, context, english=english, history=history)
         reading = self.reader.read(
-            self.generator, messages, context, question=q, not_found=not_found,
+            self.generator, messages, context, question=q_read, not_found=not_found,
             max_tokens=max_tokens or s.max_tokens,
             temperature=s.temperature if temperature is None else temperature,
             dense_top=best, unknown_terms=len(unknown), english=english,
@@ -469,6 +510,7 @@ class RAG:
         if reading.completion is not None:
             timings.prompt_tokens = reading.completion.prompt_tokens
             timings.generated_tokens = len(reading.completion.token_logprobs)
+            timings.decode = reading.completion.decode_s * 1000
         # The reader decides before anything is shown, so what streams is the final answer.
         timings.first_token = (time.perf_counter() - t0) * 1000
         for piece in re.findall(r"\S+\s*", reading.text):

@@ -66,6 +66,9 @@ class Timings(BaseModel):
     total: float = Field(0.0, description="Milliseconds for the whole request.")
     generated_tokens: int = Field(0, description="Number of tokens the answer model produced.")
     prompt_tokens: int = Field(0, description="Number of tokens in the prompt.")
+    decode: float = Field(
+        0.0, description="Milliseconds the answer model spent generating, after reading the prompt."
+    )
 
 
 class Answer(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTICLES = ROOT / "data" / "articles"
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)
+# Most tests upload and delete on throw-away copies of the corpus. Writes are closed by default
+# (no keys, no opt-in); tests/api/test_writes.py and the all-phase fuzz test check exactly that
+# with allow_open_writes=False set explicitly.
+os.environ.setdefault("RAG_ALLOW_OPEN_WRITES", "true")
 
 
 @pytest.fixture

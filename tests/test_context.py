@@ -40,3 +40,19 @@ def test_select_shares_the_budget_between_the_first_k() -> None:
     assert len(chosen) == 2
     assert all(len(p.chunk.text) <= 80 for p in chosen)
     assert all("170" in p.chunk.text for p in chosen)
+
+
+def test_similarity_finds_the_sentence_no_word_of_the_question_shares() -> None:
+    from rag.context import trim
+    from rag.types import Chunk, Passage
+
+    text = "Câu mở đầu nói chuyện khác. " * 6 + "Đích đến là Battambang."
+    chunk = Chunk(id="c", source="x.txt", start=0, end=len(text), text=text, hash="h")
+    p = Passage(chunk=chunk, score=1.0, original_text=text)
+    plain = trim(p, {"which", "city"}, 60)
+    assert "Battambang" not in plain.chunk.text  # no shared word: the first window wins
+
+    def similarity(sents: list[str]) -> list[float]:
+        return [0.9 if "Battambang" in s else 0.1 for s in sents]
+
+    assert "Battambang" in trim(p, {"which", "city"}, 60, similarity).chunk.text

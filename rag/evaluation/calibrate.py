@@ -331,10 +331,55 @@ def write(result: dict[str, Any], out: Path) -> None:
     plot(result, out / "reader.png")
 
 
-def main(report: Path, out: Path, calibration: Path | None) -> None:
-    """``rag calibrate``: fit on dev (writing ``calibration``), report dev and test."""
-    records = json.loads(report.read_text("utf-8"))["records"]
+def apply(records: Sequence[dict[str, Any]], cal: Calibration) -> list[dict[str, Any]]:
+    """The records as the service decides at ``cal``: a proposed answer whose confidence is
+    below the threshold becomes "not found" (the decision ``Reader.read`` takes, from the same
+    signals). Used to re-render a report of a run made before the calibration existed."""
+    from rag.evaluation import metrics as m
+    from rag.prompts import NOT_FOUND_EN, NOT_FOUND_VI
+    from rag.reader import Reader
+
+    reader = Reader(cal)
+    out = []
+    for r in records:
+        r = dict(r)
+        sig = r.get("signals") or {}
+        if sig and not sig.get("uncited"):
+            conf = cal.probability(sig)
+            r["confidence"] = conf
+            if not reader.answers(conf):
+                english = bool(sig.get("english"))
+                r["answer"] = NOT_FOUND_EN if english else NOT_FOUND_VI
+                r["abstained"] = True
+                r["cited"] = []
+                r["correct"] = m.item_correct(r["answer"], True, r["answers"])
+                if r["sources"]:
+                    r["token_f1"] = 0.0
+                    r["citation_precision"] = None
+                    r["citation_recall"] = 0.0
+                    r["supported"] = None
+        out.append(r)
+    return out
+
+
+def main(report: Path, out: Path, calibration: Path | None, *, rerender: bool = False) -> None:
+    """``rag calibrate``: fit on dev (writing ``calibration``), report dev and test; with
+    ``rerender`` also rewrite the run's report with the decisions taken at the fitted threshold."""
+    doc = json.loads(report.read_text("utf-8"))
+    records = doc["records"]
     cal, result = study(records)
     if calibration is not None:
         calibration.write_text(json.dumps(asdict(cal), indent=1) + "\n", "utf-8")
     write(result, out)
+    if rerender:
+        from rag.evaluation.report import Report
+        from rag.evaluation.report import write as write_report
+        from rag.evaluation.runner import ItemRecord
+
+        decided = [ItemRecord.from_dict(r) for r in apply(records, cal)]
+        config = dict(doc["config"])
+        config["decisions"] = (
+            f"re-applied by `rag calibrate --rerender` at threshold {cal.threshold:.3f} "
+            f"({cal.fitted_on}) from the signals this run recorded"
+        )
+        write_report(Report.build(config, decided, None, None), out)

@@ -32,13 +32,19 @@ def calibrate_command(
     write: Annotated[
         bool, typer.Option(help="Write the fitted model to rag/calibration.json.")
     ] = False,
+    rerender: Annotated[
+        bool,
+        typer.Option(
+            help="Also rewrite report.md/json with the decisions at the fitted threshold."
+        ),
+    ] = False,
 ) -> None:
     """Fit the reader's confidence and threshold on the dev split; report dev and test."""
     from rag.evaluation.calibrate import main
     from rag.reader import CALIBRATION
 
     try:
-        main(report, out, CALIBRATION if write else None)
+        main(report, out, CALIBRATION if write else None, rerender=rerender)
     except (OSError, ValueError, KeyError) as exc:
         _fail(f"cannot calibrate from {report}: {exc}")
     console.print(f"wrote {out / 'reader.md'}" + (f" and {CALIBRATION}" if write else ""))

@@ -62,8 +62,16 @@ def aggregate(records: Sequence[ItemRecord], *, with_answers: bool) -> dict[str,
         speed["first_token_ms"] = _p([r.first_token_ms for r in records])
         speed["total_ms"] = _p([r.total_ms for r in records])
         speed["tokens_per_s"] = m.tokens_per_second(
-            [(r.generated_tokens or 0, r.first_token_ms, r.total_ms or 0.0) for r in records]
+            [
+                # The reader decides before it shows anything, so the model's own decode time
+                # is what tokens/s is measured on where the trace has it.
+                (r.generated_tokens or 0, 0.0, r.decode_ms)
+                if r.decode_ms
+                else (r.generated_tokens or 0, r.first_token_ms, r.total_ms or 0.0)
+                for r in records
+            ]
         )
+        speed["prompt_tokens"] = _p([r.prompt_tokens for r in records if r.prompt_tokens])
     out["speed"] = speed
     return out
 
@@ -268,7 +276,7 @@ def fmt(value: Any, base: Any = None, unit: str = "rate", *, compare: bool = Fal
 
 
 def _unit(path: Sequence[str]) -> str:
-    if path[0] == "questions":
+    if path[0] == "questions" or "prompt_tokens" in path:
         return "count"
     if path[-1] == "tokens_per_s":
         return "tok/s"
@@ -346,6 +354,8 @@ _SUMMARY_ROWS: list[tuple[str, str, tuple[str, ...]]] = [
     ("speed", "total p50 (ms)", ("speed", "total_ms", "p50")),
     ("speed", "total p95 (ms)", ("speed", "total_ms", "p95")),
     ("speed", "decoding tokens/s", ("speed", "tokens_per_s")),
+    ("speed", "prompt tokens p50", ("speed", "prompt_tokens", "p50")),
+    ("speed", "prompt tokens p95", ("speed", "prompt_tokens", "p95")),
     ("questions", "questions", ("questions", "n")),
     ("questions", "answerable", ("questions", "answerable")),
     ("questions", "errors", ("questions", "errors")),

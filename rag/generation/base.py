@@ -63,6 +63,8 @@ class Completion:
     cached_tokens: int = 0
     #: Seconds from the call to the first generated token (prompt reading).
     first_token_s: float = 0.0
+    #: Seconds spent generating after the first token.
+    decode_s: float = 0.0
 
 
 class Generator(ABC):

@@ -345,7 +345,7 @@ def _fuzz_target(tmp: Path, **overrides: Any) -> tuple[RAG, Settings]:
 
 def test_every_schemathesis_phase_leaves_the_default_corpus_untouched(tmp_path: Path) -> None:
     """The default configuration (no keys) refuses every write the fuzzer tries."""
-    service, s = _fuzz_target(tmp_path)
+    service, s = _fuzz_target(tmp_path, allow_open_writes=False)
     before = _tree(s.data_dir)
     with live_server(create_app(s, rag=service)) as url:
         run = _schemathesis(url, tmp_path / "junit.xml")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
@@ -37,7 +38,8 @@ def test_with_no_key_configured_writes_are_refused_and_say_how_to_open_them(
     assert _snapshot(corpus) == before
 
 
-def test_the_default_settings_close_writes() -> None:
+def test_the_default_settings_close_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAG_ALLOW_OPEN_WRITES", raising=False)
     s = Settings(_env_file=None)
     assert s.api_keys == [] and s.allow_open_writes is False
 

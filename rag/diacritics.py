@@ -1,0 +1,121 @@
+"""Put the diacritics back on a question typed without them, from the corpus's own text.
+
+People type Vietnamese without accents ("chi thi 15 ban hanh ngay nao"); retrieval copes (BM25
+runs on folded syllables), but a small answer model reads such a question badly. Every folded
+syllable has few spellings in the articles, and the neighbouring syllable picks among them:
+a bigram model of the indexed text, decoded with Viterbi, restores "chỉ thị 15 ban hành ngày
+nào". Syllables the articles never use stay as typed. Nothing here is a word list: the counts
+come from whatever corpus is indexed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from itertools import pairwise
+
+from rag.text import fold, has_vietnamese_marks, nfc
+
+_TOKEN = re.compile(r"\w+|\W+", re.UNICODE)
+#: News text rarely asks questions, so the interrogative words a question needs are added as
+#: a small prior of general Vietnamese (not taken from any gold question).
+QUESTION_PRIOR = (
+    "bao nhiêu người? có bao nhiêu? là bao nhiêu? nước nào? năm nào? ngày nào? ai? là ai? "
+    "ở đâu? tại đâu? là gì? những gì? gì? khi nào? bao giờ? như thế nào? thế nào? vì sao? "
+    "tại sao? có phải không? mấy? bao lâu? những nước nào? những ai? điều gì? việc gì? "
+) * 5
+
+
+class DiacriticRestorer:
+    def __init__(self, texts: Iterable[str]) -> None:
+        self.uni: Counter[str] = Counter()
+        self.bi: Counter[tuple[str, str]] = Counter()
+        self.forms: dict[str, Counter[str]] = defaultdict(Counter)
+        for text in [*texts, QUESTION_PRIOR]:
+            prev = ""
+            for tok in re.findall(r"\w+|[.!?;:,\n]", nfc(text).lower()):
+                if not tok[0].isalnum():
+                    prev = ""
+                    continue
+                self.uni[tok] += 1
+                self.forms[fold(tok)][tok] += 1
+                if prev:
+                    self.bi[(prev, tok)] += 1
+                prev = tok
+        self.total = sum(self.uni.values()) or 1
+
+    def _log_emit(self, form: str, folded: str) -> float:
+        counts = self.forms[folded]
+        return math.log(counts[form] / sum(counts.values()))
+
+    def _log_trans(self, prev: str, form: str) -> float:
+        # Add-k smoothing with a unigram back-off: an unseen pair costs, but does not forbid.
+        back_off = 0.1 * self.uni[form] / self.total
+        return math.log((self.bi[(prev, form)] + back_off) / (self.uni[prev] + 1))
+
+    def restore(self, text: str) -> str:
+        """``text`` with its unaccented syllables spelled as the corpus spells them; a text
+        that already has Vietnamese marks is returned unchanged."""
+        if has_vietnamese_marks(text) or not self.uni:
+            return text
+        parts = _TOKEN.findall(text)
+        out = list(parts)
+        # Runs of word tokens separated only by spaces are decoded together.
+        run: list[int] = []
+        for i, part in enumerate([*parts, "."]):
+            is_word = part[:1].isalnum() or part[:1] == "_"
+            if is_word and part.isascii() and fold(part.lower()) in self.forms:
+                run.append(i)
+                continue
+            if i < len(parts) and part.strip() == "" and "\n" not in part:
+                continue  # plain spaces keep a run together
+            if run:
+                self._decode(parts, out, run)
+                run = []
+        return "".join(out)
+
+    def _decode(self, parts: list[str], out: list[str], run: list[int]) -> None:
+        # Split the run where something other than plain space separates two words.
+        groups: list[list[int]] = [[run[0]]]
+        for a, b in pairwise(run):
+            gap = "".join(parts[a + 1 : b])
+            if b == a + 2 and gap.strip() == "":
+                groups[-1].append(b)
+            else:
+                groups.append([b])
+        for group in groups:
+            tokens = [parts[i] for i in group]
+            best = self._viterbi([t.lower() for t in tokens])
+            for i, tok, form in zip(group, tokens, best, strict=True):
+                out[i] = _same_case(tok, form)
+
+    def _viterbi(self, tokens: list[str]) -> list[str]:
+        folded = [fold(t) for t in tokens]
+        cands = [list(self.forms[f]) for f in folded]
+        scores = {c: self._log_emit(c, folded[0]) for c in cands[0]}
+        back: list[dict[str, str]] = []
+        for i in range(1, len(tokens)):
+            nxt: dict[str, float] = {}
+            ptr: dict[str, str] = {}
+            for c in cands[i]:
+                emit = self._log_emit(c, folded[i])
+                p, s = max(((p, s + self._log_trans(p, c)) for p, s in scores.items()),
+                           key=lambda x: x[1])  # fmt: skip
+                nxt[c], ptr[c] = s + emit, p
+            scores = nxt
+            back.append(ptr)
+        last = max(scores, key=lambda c: scores[c])
+        path = [last]
+        for ptr in reversed(back):
+            path.append(ptr[path[-1]])
+        return path[::-1]
+
+
+def _same_case(typed: str, form: str) -> str:
+    if typed.isupper() and len(typed) > 1:
+        return form.upper()
+    if typed[:1].isupper():
+        return form[:1].upper() + form[1:]
+    return form
