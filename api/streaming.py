@@ -12,6 +12,8 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
+from rag.generation.cancel import cancellation
+
 T = TypeVar("T")
 _END = object()
 
@@ -28,16 +30,18 @@ async def pump(
 
     def work() -> None:
         try:
-            gen = make()
-            try:
-                for item in gen:
-                    if stop.is_set():
-                        break
-                    put(item)
-            finally:
-                close = getattr(gen, "close", None)
-                if close is not None:
-                    close()
+            # Engines check this flag between tokens: a generation in progress stops too.
+            with cancellation(stop):
+                gen = make()
+                try:
+                    for item in gen:
+                        if stop.is_set():
+                            break
+                        put(item)
+                finally:
+                    close = getattr(gen, "close", None)
+                    if close is not None:
+                        close()
         except BaseException as exc:  # handed to the consumer, re-raised there
             put(exc)
         finally:

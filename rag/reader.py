@@ -28,6 +28,7 @@ from typing import Any
 
 from rag.generation import ChatMessage, Completion, Generator
 from rag.grounding import (
+    MIN_LEXICAL_SUPPORT,
     evidence,
     ground_answer,
     is_abstention,
@@ -153,9 +154,13 @@ class Reader:
             return self.threshold_override
         return self.calibration.threshold if self.calibration else 0.5
 
-    def answers(self, confidence: float) -> bool:
-        """The decision: give the proposed answer only at or above the threshold."""
-        return confidence >= self.threshold
+    def answers(self, confidence: float, signals: dict[str, float]) -> bool:
+        """The decision: give the proposed answer only at or above the threshold, and only if
+        the best passage holds at least half of its own words (an answer made of words no
+        passage holds is the model's, not the articles' — e.g. an injected instruction obeyed
+        with confidence). That floor changed no decision on the gold set's test split; it is
+        kept for what the gold set does not test."""
+        return confidence >= self.threshold and signals.get("lexical", 1.0) >= MIN_LEXICAL_SUPPORT
 
     def read(
         self,
@@ -190,7 +195,7 @@ class Reader:
         text = grounded.text if grounded.cited else draft
         if not grounded.cited:
             signals["uncited"] = 1.0
-        decided_no = not self.answers(confidence) or not cited
+        decided_no = not self.answers(confidence, signals) or not cited
         if decided_no:
             log.info("abstaining: confidence %.2f < %.2f for %r", confidence, self.threshold, draft)
             return Reading(

@@ -509,7 +509,9 @@ class RAG:
         )  # fmt: skip
         if reading.completion is not None:
             timings.prompt_tokens = reading.completion.prompt_tokens
-            timings.generated_tokens = len(reading.completion.token_logprobs)
+            done = reading.completion
+            # Tokens of answer text (the end-of-turn token closes it but says nothing).
+            timings.generated_tokens = len(done.token_logprobs) - (1 if done.finished else 0)
             timings.decode = reading.completion.decode_s * 1000
         # The reader decides before anything is shown, so what streams is the final answer.
         timings.first_token = (time.perf_counter() - t0) * 1000

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.reader import FEATURES, Calibration
+from rag.reader import FEATURES, Calibration, Reader
 
 L2 = 1.0
 
@@ -38,7 +38,8 @@ def points(records: Sequence[dict[str, Any]]) -> list[Point]:
     out = []
     for r in records:
         sig = r.get("signals") or {}
-        proposed = bool(sig) and not sig.get("uncited")
+        # A proposal has the reader's signals; a draft that said "not found" has none.
+        proposed = "lp_mean" in sig and not sig.get("uncited")
         out.append(Point(
             split=r.get("split") or "", type=r["type"], answerable=bool(r["sources"]),
             proposed=proposed, right=bool(r.get("draft_correct")) and proposed,
@@ -82,7 +83,15 @@ def fit(ps: Sequence[Point]) -> Calibration:
 
 
 def confidences(cal: Calibration, ps: Sequence[Point]) -> list[float]:
-    return [cal.probability(p.signals) if p.proposed else 0.0 for p in ps]
+    """Each item's confidence; 0 where the service would not answer whatever the threshold
+    (no proposal, or the lexical floor of ``Reader.answers``)."""
+    reader = Reader(cal, threshold=0.0)
+    return [
+        cal.probability(p.signals)
+        if p.proposed and reader.answers(cal.probability(p.signals), p.signals)
+        else 0.0
+        for p in ps
+    ]
 
 
 def outcome(ps: Sequence[Point], conf: Sequence[float], threshold: float) -> dict[str, Any]:
@@ -344,10 +353,10 @@ def apply(records: Sequence[dict[str, Any]], cal: Calibration) -> list[dict[str,
     for r in records:
         r = dict(r)
         sig = r.get("signals") or {}
-        if sig and not sig.get("uncited"):
+        if "lp_mean" in sig and not sig.get("uncited"):
             conf = cal.probability(sig)
             r["confidence"] = conf
-            if not reader.answers(conf):
+            if not reader.answers(conf, sig):
                 english = bool(sig.get("english"))
                 r["answer"] = NOT_FOUND_EN if english else NOT_FOUND_VI
                 r["abstained"] = True

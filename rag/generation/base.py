@@ -82,9 +82,19 @@ class Generator(ABC):
         self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
     ) -> Completion:
         """The whole answer. Engines without token probabilities return none (``[]``)."""
-        return Completion(
-            text="".join(self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature))
-        )
+        from rag.generation.cancel import check
+
+        pieces = []
+        stream = self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature)
+        try:
+            for piece in stream:
+                check()
+                pieces.append(piece)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        return Completion(text="".join(pieces))
 
     def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:
         """Log-probability of every token of each candidate reply, end-of-turn token last.

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rag.generation.base import ChatMessage, Completion, Generator
+from rag.generation.cancel import check
 
 ExtraBuffers = Literal["auto", "on", "off"]
 _MARK = "\u2063RAGMARK\u2063"
@@ -246,6 +247,7 @@ class LlamaCppGenerator(Generator):
             finished = False
             rng = np.random.default_rng(0)
             while len(out) < max_tokens:
+                check()  # the caller went away: stop at this token
                 if temperature > 0:
                     p = np.exp((row - row.max()) / temperature)
                     token = int(rng.choice(len(p), p=p / p.sum()))
@@ -281,6 +283,7 @@ class LlamaCppGenerator(Generator):
             n_past = len(prompt)
             results: list[list[float]] = []
             for cand in candidates:
+                check()
                 toks = [int(t) for t in llm.tokenize(cand.encode(), add_bos=False, special=False)]
                 toks = [*toks[: max(1, llm.n_ctx() - n_past - 2)], self._end_of_turn]
                 lps = [self._logprob(first, toks[0])]

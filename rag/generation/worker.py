@@ -30,6 +30,7 @@ from rag.generation.base import (
     EngineUnavailable,
     Generator,
 )
+from rag.generation.cancel import Cancelled, cancellation, cancelled
 
 log = logging.getLogger("rag.worker")
 
@@ -94,13 +95,32 @@ def _child_main(conn: Connection, factory: Factory) -> None:
                 conn.send(("end", rid, None))
             elif kind == "call":
                 method, kwargs = payload
-                conn.send(("result", rid, getattr(engine, method)(**kwargs)))
+                try:
+                    with cancellation(_PipeCancel(conn, rid)):
+                        result = getattr(engine, method)(**kwargs)
+                except Cancelled:
+                    conn.send(("cancelled", rid, None))
+                    continue
+                conn.send(("result", rid, result))
             elif kind == "cancel":
                 continue  # a cancel that arrived after its stream ended
         except (EOFError, OSError, BrokenPipeError):
             return
         except Exception as exc:
             conn.send(("error", rid, f"{type(exc).__name__}: {exc}"))
+
+
+class _PipeCancel:
+    """In the child: a cancel message from the parent for request ``rid`` sets the flag."""
+
+    def __init__(self, conn: Connection, rid: int) -> None:
+        self.conn, self.rid, self.flag = conn, rid, False
+
+    def is_set(self) -> bool:
+        while not self.flag and self.conn.poll():
+            msg = self.conn.recv()
+            self.flag = msg[0] == "cancel" and msg[1] == self.rid
+        return self.flag
 
 
 class WorkerGenerator(Generator):
@@ -294,7 +314,20 @@ class WorkerGenerator(Generator):
                 conn.send(("call", rid, (method, kwargs)))
             except (OSError, BrokenPipeError):
                 raise self._died() from None
+            sent_cancel = False
+            while not conn.poll(0.05):
+                if not sent_cancel and cancelled():  # the caller went away: tell the child
+                    try:
+                        conn.send(("cancel", rid, None))
+                    except (OSError, BrokenPipeError):
+                        raise self._died() from None
+                    sent_cancel = True
+                proc = self._proc
+                if proc is not None and not proc.is_alive():
+                    break  # recv below sees the closed pipe
             kind, payload = self._recv(conn, rid)
+            if kind == "cancelled":
+                raise Cancelled("the generation was stopped: its caller went away")
             if kind == "error":
                 raise RuntimeError(f"the answer engine failed: {payload}")
             return payload

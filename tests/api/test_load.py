@@ -231,8 +231,8 @@ def test_a_slow_stream_ends_with_an_error_event(
     with live_server(slow_app) as url:
         events = events_of(asyncio.run(go(url)))
         kinds = [k for k, _ in events]
-        assert kinds[0] == "passages" and "token" in kinds
-        assert kinds[-1] == "error" and "done" not in kinds
+        # The reader decides before it streams an answer, so a stopped one streamed no text.
+        assert kinds == ["passages", "error"]
         assert events[-1][1]["status"] == 504 and "time limit" in events[-1][1]["detail"]
         wait_for(lambda: gate_of(slow_app).active == 0, 2, "the slot being freed")
     assert slow.emitted[0] < 40
@@ -249,8 +249,9 @@ def test_a_disconnected_stream_frees_its_slot(
             async with c.stream("POST", "/v1/ask", json={"question": Q170, "stream": True}) as r:
                 assert r.status_code == 200
                 async for line in r.aiter_lines():
-                    if line.startswith("event: token"):
-                        break  # the generation is under way: hang up
+                    if line.startswith("event: passages"):
+                        await asyncio.sleep(0.3)  # the generation is under way: hang up
+                        break
             t0 = time.monotonic()
             ok = await c.post("/v1/ask", json={"question": Q170})
             return ok, time.monotonic() - t0

@@ -214,7 +214,8 @@ def test_stream_carries_the_grounded_answer(client: OpenAI, fake_generator: Fake
     assert "[1]" in _final_text(chunks)
     assert (chunks[-1].model_extra or {})["citations"]
 
-    # An abstention worded its own way: the final chunk gives the service's answer.
+    # An abstention worded its own way: the reader decides before anything streams, so the
+    # stream carries the service's own words and nothing has to be corrected afterwards.
     fake_generator.replies = ["Xin lỗi, tôi không tìm thấy thông tin về điều này."]
     chunks = list(
         client.chat.completions.create(
@@ -223,7 +224,8 @@ def test_stream_carries_the_grounded_answer(client: OpenAI, fake_generator: Fake
     )
     extra = chunks[-1].model_extra or {}
     assert extra["abstained"] is True and extra["citations"] == []
-    assert extra["answer"] == NOT_FOUND_VI
+    assert _final_text(chunks).strip() == NOT_FOUND_VI
+    assert "answer" not in extra
 
 
 @pytest.mark.parametrize(
@@ -295,7 +297,8 @@ def test_answers_over_the_time_limit_are_stopped(settings: Settings, rag: RAG) -
             ):
                 pieces.extend(c.delta.content or "" for c in chunk.choices)
         assert "time limit" in str(stream_err.value)
-        assert "170" in "".join(pieces)  # tokens came before the limit
+        # The reader decides before it streams, so a stopped answer sent no answer text.
+        assert "170" not in "".join(pieces)
         assert slow.stopped.wait(5) and _gate_free(app)
 
 
