@@ -67,6 +67,22 @@ class Completion:
     decode_s: float = 0.0
 
 
+def collect(stream: Iterator[str]) -> list[str]:
+    """The pieces of a stream, stopping (and closing it) if the caller goes away."""
+    from rag.generation.cancel import check
+
+    pieces: list[str] = []
+    try:
+        for piece in stream:
+            check()
+            pieces.append(piece)
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    return pieces
+
+
 class Generator(ABC):
     """An answer engine. Implementations must be usable from one thread at a time."""
 
@@ -82,18 +98,7 @@ class Generator(ABC):
         self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
     ) -> Completion:
         """The whole answer. Engines without token probabilities return none (``[]``)."""
-        from rag.generation.cancel import check
-
-        pieces = []
-        stream = self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature)
-        try:
-            for piece in stream:
-                check()
-                pieces.append(piece)
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+        pieces = collect(self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature))
         return Completion(text="".join(pieces))
 
     def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:

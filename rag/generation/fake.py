@@ -7,8 +7,7 @@ import re
 import time
 from collections.abc import Iterator
 
-from rag.generation.base import ChatMessage, Completion, Generator
-from rag.generation.cancel import check
+from rag.generation.base import ChatMessage, Completion, Generator, collect
 from rag.text import fold, words
 
 _PASSAGE = re.compile(r"^\[(\d+)\][^\n]*\n(.*?)(?=^\[\d+\]|\Z|^Câu hỏi:|^Question:)", re.M | re.S)
@@ -52,16 +51,7 @@ class FakeGenerator(Generator):
     def complete(
         self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
     ) -> Completion:
-        pieces: list[str] = []
-        stream = self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature)
-        try:
-            for piece in stream:
-                check()
-                pieces.append(piece)
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+        pieces = collect(self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature))
         text = "".join(pieces)
         [logprobs] = self.score(messages, [text]) if pieces else [[0.0]]
         return Completion(

@@ -62,3 +62,80 @@ def test_real_answer_cites_the_right_file(
 def test_real_retrieval_finds_the_directive_without_diacritics(real_rag: RAG) -> None:
     hits = real_rag.search("chi thi 15 ban hanh ngay nao", 3)
     assert "002_f0839f41b8944c8b.txt" in {h.source for h in hits}
+
+
+def test_the_small_model_generates_on_this_cpu() -> None:
+    """A CPU-specific crash of llama.cpp (AMX, an illegal instruction) fails here with the
+    reason, in a worker process, instead of killing pytest."""
+    from rag.doctor import check_generator
+
+    s = Settings(models_dir=ROOT / "models", _env_file=None)  # type: ignore[call-arg]
+    check = check_generator(s, SMALL_GENERATOR, tokens=8)
+    assert check.ok, f"the small model does not run on this CPU: {check.detail}"
+    assert check.facts["prompt_tokens_per_s"] and check.facts["answer"]
+    assert "extra_buffers" in check.facts and "system_info" in check.facts
+
+
+def test_rag_serve_survives_a_killed_model_process(tmp_path: Path) -> None:
+    """The real server: SIGKILL its model process, get 503 at first, an answer within a minute."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import psutil
+
+    shutil.copytree(ROOT / "data" / "articles", tmp_path / "articles")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ, "RAG_DATA_DIR": str(tmp_path / "articles"),
+        "RAG_INDEX_DIR": str(tmp_path / "index"), "RAG_MODELS_DIR": str(ROOT / "models"),
+        "RAG_GENERATOR_MODEL": SMALL_GENERATOR, "RAG_PORT": str(port),
+    }  # fmt: skip
+    rag_cli = str(Path(sys.executable).with_name("rag"))
+    subprocess.run([rag_cli, "ingest"], env=env, check=True, capture_output=True, timeout=300)
+    server = subprocess.Popen([rag_cli, "serve"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    q = {"question": "Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?"}
+    try:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            t0 = time.monotonic()
+            while True:
+                try:
+                    if c.get("/healthz").json()["answer_engine"]["state"] == "ready":
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert time.monotonic() - t0 < 240, "rag serve did not become ready"
+                time.sleep(0.5)
+            engine = c.get("/healthz").json()["answer_engine"]
+            child = psutil.Process(engine["pid"])
+            assert child.ppid() == server.pid  # the model runs in a child of rag serve
+            os.kill(child.pid, signal.SIGKILL)
+            first = c.post("/v1/ask", json=q)
+            assert first.status_code in (503, 200)  # 200 only if it was back already
+            if first.status_code == 503:
+                assert int(first.headers["Retry-After"]) >= 1
+            assert c.get("/v1/search", params={"q": "thỏa thuận"}).status_code == 200
+            t0 = time.monotonic()
+            while (r := c.post("/v1/ask", json=q)).status_code != 200:
+                assert r.status_code == 503, r.text
+                assert time.monotonic() - t0 < 60, "no answer within a minute of the kill"
+                time.sleep(1)
+            assert server.poll() is None
+            health = c.get("/healthz").json()["answer_engine"]
+            assert health["state"] == "ready" and health["restarts"] == 1
+            assert health["pid"] != child.pid
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
