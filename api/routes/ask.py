@@ -84,9 +84,12 @@ async def ask(
     the answer says so, and `passages` still lists the nearest passages.
 
     With `"stream": true` the response is Server-Sent Events: one `passages` event (the
-    evidence, sent before the model starts), `token` events with answer text, and a final
-    `done` event carrying the same JSON as the non-streaming answer. A client that disconnects
-    stops the generation.
+    evidence, sent before the model starts), `token` events with the answer text, and a final
+    `done` event carrying the same JSON as the non-streaming answer. The reader decides (answer
+    or "not found", with its `confidence`) before it streams, so the tokens are exactly the
+    final answer. A client that disconnects stops the generation. If the answer engine's
+    process dies, the stream ends with an `error` event (`{"status": 503, ...}`) and the
+    engine restarts by itself; while it is down, asks get 503 with `Retry-After`.
 
     Answers are produced one at a time. When too many questions are already waiting the
     response is 503 with `Retry-After`. A question that takes longer than the time limit

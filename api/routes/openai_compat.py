@@ -285,8 +285,8 @@ async def chat_completions(
     `data: {chat.completion.chunk}` line: first a chunk whose delta has the `assistant` role,
     then one chunk per piece of answer text (`delta.content`), then a final chunk with an
     empty delta, `finish_reason: "stop"` and the extra `citations` and `abstained` fields
-    (and `answer`, the final text, when the service corrected the streamed one, e.g. an
-    abstention). With `stream_options.include_usage` a chunk with `usage` and no choices
+    (the reader decides before it streams, so the streamed text is the final answer).
+    With `stream_options.include_usage` a chunk with `usage` and no choices
     follows. The stream ends with `data: [DONE]`. A client that disconnects stops the
     generation.
 
