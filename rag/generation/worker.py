@@ -13,10 +13,13 @@ The child keeps its llama.cpp context between requests, so the prefix cache stil
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import logging
-import multiprocessing as mp
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -123,6 +126,46 @@ class _PipeCancel:
         return self.flag
 
 
+class _ChildProcess:
+    """The model process: ``python -m rag.generation.worker FD``, talking over a socket pair.
+
+    Not multiprocessing's "spawn" start method: that one re-imports the caller's ``__main__``
+    module in the child, so a user's script that embeds the Python API without an
+    ``if __name__ == "__main__"`` guard would run itself again. Not "fork" either: forking a
+    process that holds torch's and the web server's threads is unsafe.
+    """
+
+    def __init__(self, factory: Factory) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        fd = child_sock.fileno()
+        self._popen = subprocess.Popen(
+            [sys.executable, "-m", "rag.generation.worker", str(fd)],
+            pass_fds=(fd,),
+            stdin=subprocess.DEVNULL,
+        )
+        child_sock.close()
+        self.conn = Connection(parent_sock.detach())
+        self.pid = self._popen.pid
+        # The child finds what the factory names where this process does (as spawn does).
+        self.conn.send(list(sys.path))
+        self.conn.send(factory)
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._popen.poll()
+
+    def join(self, timeout: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._popen.kill()
+
+
 class WorkerGenerator(Generator):
     """A ``Generator`` whose engine runs in a child process that is restarted when it dies."""
 
@@ -137,7 +180,6 @@ class WorkerGenerator(Generator):
     ) -> None:
         self.name = name
         self._factory = factory
-        self._ctx = mp.get_context("spawn")
         self._load_timeout_s = load_timeout_s
         self._backoff = backoff_s
         self._failed_after = failed_after
@@ -167,12 +209,15 @@ class WorkerGenerator(Generator):
             self._cv.notify_all()
 
     def _start_child(self) -> None:
-        parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(
-            target=_child_main, args=(child, self._factory), name="rag-model", daemon=True
-        )
-        proc.start()
-        child.close()
+        try:
+            proc = _ChildProcess(self._factory)
+        except (OSError, ValueError) as exc:  # cannot even start a process: say so, retry
+            self._set("failed", f"cannot start the model process: {exc}")
+            self._proc = None
+            with self._cv:
+                self._cv.wait_for(lambda: self._closed, timeout=self._backoff[1])
+            return
+        parent = proc.conn
         with self._cv:
             self._conn, self._proc = parent, proc
         self._set(
@@ -206,6 +251,8 @@ class WorkerGenerator(Generator):
         while not self._closed:
             self._start_child()
             proc = self._proc
+            if proc is None:
+                continue
             # Wait for the child to end (a crash, a kill, or close()).
             while not self._closed and proc.is_alive():
                 proc.join(0.5)
@@ -379,3 +426,22 @@ class WorkerGenerator(Generator):
     def count_tokens(self, text: str) -> int:
         result: int = self._call("count_tokens", text=text)
         return result
+
+
+def _main() -> None:
+    """Entry of the model process: the socket's descriptor is the only argument."""
+    conn = Connection(int(sys.argv[1]))
+    try:
+        paths = conn.recv()
+        sys.path[:0] = [p for p in paths if p not in sys.path]
+        factory = conn.recv()
+    except (EOFError, OSError):
+        return
+    except Exception as exc:  # the factory cannot be unpickled here: a load error
+        conn.send(("load-error", 0, f"{type(exc).__name__}: {exc}"))
+        return
+    _child_main(conn, factory)
+
+
+if __name__ == "__main__":
+    _main()

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import pytest
 
 from rag.generation import EngineUnavailable, FakeGenerator, Generator
 from rag.generation.worker import WorkerGenerator
 
+ROOT = Path(__file__).resolve().parents[2]
 PROMPT = [{"role": "user", "content": "[1]\nThủ tướng chứng kiến 25 thỏa thuận.\n\nCâu hỏi: Thủ tướng chứng kiến bao nhiêu thỏa thuận?"}]  # fmt: skip
 
 
@@ -108,3 +113,30 @@ def test_a_model_that_does_not_load_is_failed_with_its_error() -> None:
         assert "no such model" in w.state().detail
     finally:
         w.close()
+
+
+def test_a_script_without_a_main_guard_can_use_the_worker(tmp_path: Path) -> None:
+    """The model process does not re-run the caller's __main__ (as multiprocessing's spawn
+    would), so a plain script embedding the Python API works."""
+    shutil.copytree(ROOT / "data" / "articles", tmp_path / "articles")
+    script = tmp_path / "tool.py"
+    script.write_text(
+        "from rag import RAG\n"
+        "rag = RAG.from_settings()\n"
+        "rag.ingest()\n"
+        "a = rag.ask('Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?')\n"
+        "print('ANSWER', a.answer, rag.engine_state()['state'])\n",
+        encoding="utf-8",
+    )
+    env = {
+        **os.environ, "RAG_EMBEDDER": "fake", "RAG_GENERATOR": "fake",
+        "RAG_GENERATOR_PROCESS": "true", "RAG_DATA_DIR": str(tmp_path / "articles"),
+        "RAG_INDEX_DIR": str(tmp_path / "index"), "PYTHONPATH": str(ROOT),
+    }  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120,
+        check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    [line] = [ln for ln in run.stdout.splitlines() if ln.startswith("ANSWER")]
+    assert "170" in line and line.endswith("ready")
