@@ -192,8 +192,7 @@ class Reader:
         signals["legacy_answered"] = float(legacy.supported and not unknown_terms)
         confidence = self.calibration.probability(signals) if self.calibration else 1.0
         cited = grounded.cited
-        text = grounded.text if grounded.cited else draft
-        if not grounded.cited:
+        if not cited:
             signals["uncited"] = 1.0
         decided_no = not self.answers(confidence, signals) or not cited
         if decided_no:
@@ -202,7 +201,7 @@ class Reader:
                 not_found, True, confidence, draft, signals=signals, completion=completion
             )
         return Reading(
-            text, False, confidence, draft, cited=cited, claims=grounded.claims,
+            grounded.text, False, confidence, draft, cited=cited, claims=grounded.claims,
             signals=signals, completion=completion,
         )  # fmt: skip
 

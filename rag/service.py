@@ -19,7 +19,7 @@ import numpy as np
 from rag.context import SentenceScorer, select, sentences
 from rag.diacritics import DiacriticRestorer
 from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
-from rag.generation import ChatMessage, EngineUnavailable, Generator
+from rag.generation import ChatMessage, Generator
 from rag.generation.factory import load_generator
 from rag.grounding import support, unknown_terms
 from rag.index import CorpusIndex, FileRecord, IndexError_, IndexStore
@@ -158,14 +158,9 @@ class RAG:
         """Raise ``EngineUnavailable`` now if the answer engine is down (loading, restarting,
         failed), so a client gets 503 before any stream starts."""
         gen = self._generator
-        if gen is None:
-            return
-        st = gen.state()
-        if st.state in ("loading", "restarting", "failed"):
-            retry = 5 if st.state != "failed" else 60
-            raise EngineUnavailable(
-                f"the answer engine is {st.state}: {st.detail}", retry_after=retry
-            )
+        err = gen.unavailable() if gen is not None else None
+        if err is not None:
+            raise err
 
     def close(self) -> None:
         """Stop the answer engine's worker process, if any."""

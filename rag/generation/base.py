@@ -115,5 +115,9 @@ class Generator(ABC):
     def state(self) -> EngineState:
         return EngineState("ready")
 
+    def unavailable(self) -> EngineUnavailable | None:
+        """Why the engine cannot answer right now (with a retry time), or None if it can."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook; most engines hold nothing to free
         """Free the engine (stop a worker process)."""

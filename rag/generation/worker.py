@@ -320,15 +320,17 @@ class WorkerGenerator(Generator):
                 proc.join(2)
 
     # --- requests -----------------------------------------------------------------------------
-    def _unavailable(self) -> EngineUnavailable:
+    def unavailable(self) -> EngineUnavailable | None:
         st = self.state()
+        if st.state == "ready" and self._conn is not None:
+            return None
         wait = max(1, round(self._next_start - time.monotonic())) if st.state != "loading" else 5
         return EngineUnavailable(f"the answer engine is {st.state}: {st.detail}", retry_after=wait)
 
     def _ready_conn(self) -> Connection:
-        st = self.state()
-        if st.state != "ready" or self._conn is None:
-            raise self._unavailable()
+        err = self.unavailable()
+        if err is not None or self._conn is None:
+            raise err or EngineUnavailable("the answer engine is not connected")
         return self._conn
 
     def _died(self) -> EngineUnavailable:
