@@ -1981,7 +1981,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Models: embedder `{cfg.get('models', {}).get('embedder')}`, answer models "
         f"{cfg.get('models', {}).get('generators')}. Settings: n_threads "
         f"{cfg.get('settings', {}).get('n_threads')}, top_k {cfg.get('settings', {}).get('top_k')}"
-        f", context_k {cfg.get('settings', {}).get('context_k')}, max_tokens "
+        f", context_sentences {cfg.get('settings', {}).get('context_sentences')}, max_tokens "
         f"{cfg.get('settings', {}).get('max_tokens')}, embed_max_seq_length "
         f"{cfg.get('settings', {}).get('embed_max_seq_length')}.",
         "",

@@ -1,8 +1,9 @@
-"""Choose what the answer model reads: the fewest, best sentences that fit a character budget.
+"""Choose what the answer model reads: the best sentences of the retrieved passages that fit
+a character budget.
 
-Prompt reading dominates the wait for the first token on a CPU (about 85 tokens/s for the
-1.5B model, about 3.5 characters per token in Vietnamese), so every passage is cut down to a
-window of consecutive sentences around the ones that best match the question.
+Prompt reading dominates the wait for the first token on a CPU (about 85-130 tokens/s for the
+1.5B model, about 3.5 characters per token in Vietnamese), so the model reads sentences, not
+passages: those of the top passages that match the question best, wherever they are.
 """
 
 from __future__ import annotations
@@ -40,58 +41,66 @@ def _terms(text: str) -> set[str]:
 SentenceScorer = Callable[[list[str]], list[float]]
 
 
-def trim(
-    passage: Passage,
-    question_terms: set[str],
-    budget: int,
-    similarity: SentenceScorer | None = None,
-) -> Passage:
-    """Keep the window of consecutive sentences (≤ budget chars) that matches the question best:
-    shared words (as a share of the question's) plus, with ``similarity``, each sentence's
-    embedding similarity to the question — which also finds the sentence an English question
-    asks about in a Vietnamese passage, where no word is shared."""
-    text = passage.chunk.text
-    if len(text) <= budget:
-        return passage
-    spans = sentences(text)
-    if not spans:
-        return passage
-    n_terms = max(1, len(question_terms))
-    scores = [len(question_terms & _terms(text[s:e])) / n_terms for s, e in spans]
-    if similarity is not None:
-        sims = similarity([text[s:e] for s, e in spans])
-        scores = [a + b for a, b in zip(scores, sims, strict=True)]
-    best_window = (0, 0)
-    best_score = -1.0
-    for i in range(len(spans)):
-        j = i
-        while j + 1 < len(spans) and spans[j + 1][1] - spans[i][0] <= budget:
-            j += 1
-        if spans[j][1] - spans[i][0] > budget and j == i:
-            # A single sentence longer than the budget: keep its head.
-            window_score = scores[i]
-        else:
-            window_score = sum(scores[i : j + 1])
-        # Earlier windows win ties: the start of a passage usually carries its subject.
-        if window_score > best_score:
-            best_score, best_window = window_score, (i, j)
-    i, j = best_window
-    s, e = spans[i][0], min(spans[j][1], spans[i][0] + budget)
-    return replace(passage, chunk=replace(passage.chunk, text=text[s:e]))
+#: Each lower-ranked passage's sentence gives up this much score: ties go to the better passage.
+RANK_PENALTY = 0.03
 
 
-def select(
+def evidence_sentences(
     passages: list[Passage],
     question: str,
     *,
-    k: int,
     budget: int,
+    max_sentences: int = 6,
     similarity: SentenceScorer | None = None,
 ) -> list[Passage]:
-    """The first ``k`` passages, each trimmed to its share of ``budget`` characters."""
-    chosen = passages[:k]
-    if not chosen:
-        return []
+    """The sentences of ``passages`` that best match the question, as numbered evidence.
+
+    Every sentence of every retrieved passage is scored (shared words as a share of the
+    question's, plus its embedding similarity to the question, minus a little per passage
+    rank); the best are kept while they fit ``budget`` characters. Kept sentences that are
+    neighbours in one passage become one item; items come in passage-rank then reading order,
+    so the model reads each article's sentences in the order the article has them. Each item
+    is a passage cut down to that span, so a citation of it is the exact sentence.
+
+    Measured on the gold set's dev split (answerable questions): a gold answer is in what
+    the model reads for 88 % of questions with four sentences (about 1,280 characters),
+    against 84 % for the two best passages cut to the same budget.
+    """
     terms = _terms(question)
-    share = budget // len(chosen)
-    return [trim(p, terms, share, similarity) for p in chosen]
+    n_terms = max(1, len(terms))
+    cands: list[tuple[int, int, int]] = []  # (passage rank, start, end)
+    for rank, p in enumerate(passages):
+        cands += [(rank, s, e) for s, e in sentences(p.chunk.text)]
+    if not cands:
+        return []
+    texts = [passages[r].chunk.text[s:e] for r, s, e in cands]
+    scores = [len(terms & _terms(t)) / n_terms - RANK_PENALTY * r for t, (r, _, _) in zip(
+        texts, cands, strict=True)]  # fmt: skip
+    if similarity is not None:
+        scores = [a + b for a, b in zip(scores, similarity(texts), strict=True)]
+    kept: list[tuple[int, int, int]] = []
+    used = 0
+    for i in sorted(range(len(cands)), key=lambda i: -scores[i]):
+        length = len(texts[i])
+        if kept and used + length > budget:
+            continue
+        kept.append(cands[i])
+        used += min(length, budget)
+        if len(kept) >= max_sentences or used >= budget:
+            break
+    kept.sort()
+    items: list[Passage] = []
+    prev: tuple[int, int, int] | None = None
+    spans: list[tuple[int, int, int]] = []
+    for r, s, e in kept:
+        text = passages[r].chunk.text
+        if prev and prev[0] == r and not text[prev[2] : s].strip():
+            spans[-1] = (r, spans[-1][1], e)
+        else:
+            spans.append((r, s, e))
+        prev = (r, s, e)
+    for r, s, e in spans:
+        p = passages[r]
+        e = min(e, s + budget)
+        items.append(replace(p, chunk=replace(p.chunk, text=p.chunk.text[s:e])))
+    return items

@@ -19,13 +19,16 @@ SYSTEM_VI = (
     f'Nếu các đoạn trích không chứa câu trả lời, chỉ trả lời đúng một câu: "{NOT_FOUND_VI}"'
 )
 
+# No "if not found, say …" line: with it the model replied "not found" to 9 of the 12 English
+# answerable questions of the gold set's dev split (3 right); without it and asked for the answer
+# itself, 9 of 12 were right. Whether to give an answer is the calibrated confidence's call
+# (``rag/reader.py``), which still scores the "not found" reply.
 SYSTEM_EN = (
     "You answer questions about Vietnamese news articles. Use only the numbered passages [1], "
     "[2], … given by the user; never use outside knowledge and never invent figures.\n"
-    "Answer the question directly and briefly, in English, without repeating it, quoting "
-    "names and numbers exactly as written in the passages. "
-    "After each claim put the number of the passage it comes from in square brackets, like [2].\n"
-    f'If the passages do not contain the answer, reply with exactly: "{NOT_FOUND_EN}"'
+    "Reply in English with the answer itself (a name, number, date or short phrase, names and "
+    "numbers exactly as written in the passages), then the number of the passage it comes from "
+    "in square brackets, like: Hà Nội [2]"
 )
 
 

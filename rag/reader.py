@@ -1,8 +1,8 @@
 """The reader: the model proposes an answer from the evidence, then a calibrated confidence
 decides whether to give it or to say plainly that the articles do not hold the answer.
 
-1. The answer model reads the numbered passages and the question and writes a short answer
-   with ``[n]`` markers (``Generator.complete``: the text and the log-probability of every
+1. The answer model reads the numbered evidence sentences (``context.evidence_sentences``) and
+   the question and writes a short answer with ``[n]`` markers (``Generator.complete``: the text and the log-probability of every
    token it chose, end-of-turn included).
 2. The same model scores the explicit alternative — the "not found" reply — after the same
    prompt (``Generator.score``: one decode of a dozen tokens; the prompt is already cached).

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from rag.context import SentenceScorer, select, sentences
+from rag.context import SentenceScorer, evidence_sentences, sentences
 from rag.diacritics import DiacriticRestorer
 from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from rag.generation import ChatMessage, Generator
@@ -477,8 +477,9 @@ class RAG:
 
         # What the model reads: an unaccented question gets its diacritics back from the corpus.
         q_read = q if english else self.restorer().restore(q)
-        picked = select(
-            passages, q_read, k=s.context_k, budget=s.context_chars,
+        # Evidence: the retrieved passages' sentences that best match the question.
+        picked = evidence_sentences(
+            passages, q_read, budget=s.context_chars, max_sentences=s.context_sentences,
             similarity=self._sentence_similarity(q_read),
         )  # fmt: skip
         context = [_narrow(p) for p in picked]

@@ -79,13 +79,18 @@ class Settings(BaseSettings):
     chunk_size: int = Field(900, ge=100, description="Target chunk length in characters.")
     chunk_overlap: int = Field(150, ge=0, description="Overlap between chunks in characters.")
     top_k: int = Field(5, ge=1, le=50, description="Passages returned by search and ask.")
-    context_k: int = Field(2, ge=1, le=20, description="Most passages put in the prompt.")
+    context_sentences: int = Field(
+        6,
+        ge=1,
+        le=40,
+        description="Most evidence sentences (from the top_k passages) put in the "
+        "prompt; neighbours in one passage are given as one numbered item.",
+    )
     context_chars: int = Field(
         1300,
         ge=200,
-        description="Character budget of the passages in the prompt; each passage is cut to the "
-        "window of sentences that best matches the question (prompt length sets the wait for "
-        "the first token).",
+        description="Character budget of the evidence sentences in the prompt (prompt length "
+        "sets the wait for the first token).",
     )
     hybrid: bool = Field(True, description="Fuse BM25 with dense search (reciprocal rank).")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")

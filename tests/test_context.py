@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from rag.context import select, sentences, trim
+from rag.context import evidence_sentences, sentences
 from rag.types import Chunk, Passage
 
 
-def _p(text: str) -> Passage:
-    return Passage(Chunk("id", "f.txt", 100, 100 + len(text), text, "h"), 1.0, text)
+def _p(text: str, source: str = "f.txt", start: int = 100) -> Passage:
+    return Passage(Chunk("id", source, start, start + len(text), text, "h"), 1.0, text)
 
 
 TEXT = (
@@ -13,6 +13,7 @@ TEXT = (
     "Hơn 170 thỏa thuận hợp tác đã được ký kết. Quan hệ đối ngoại được mở rộng.\n"
     "Thủ tướng kết luận hội nghị."
 )
+OTHER = "Xuất khẩu tăng mạnh. Việt Nam ký 25 thỏa thuận với Hoa Kỳ. Giá dầu tăng."
 
 
 def test_sentences_split_at_end_punctuation_and_lines() -> None:
@@ -21,38 +22,47 @@ def test_sentences_split_at_end_punctuation_and_lines() -> None:
     assert len(spans) == 5
 
 
-def test_trim_keeps_the_window_that_matches_the_question() -> None:
-    p = trim(_p(TEXT), {"thoa", "thuan", "ky", "ket", "thoa_thuan"}, budget=80)
-    assert "170 thỏa thuận" in p.chunk.text
-    assert len(p.chunk.text) <= 80
-    assert p.chunk.text in TEXT
+def test_evidence_keeps_the_sentences_that_match_the_question_from_every_passage() -> None:
+    items = evidence_sentences(
+        [_p(TEXT), _p(OTHER, "g.txt")], "Bao nhiêu thỏa thuận được ký kết?", budget=120,
+        max_sentences=2,
+    )  # fmt: skip
+    texts = [p.chunk.text for p in items]
+    assert texts == [
+        "Hơn 170 thỏa thuận hợp tác đã được ký kết.",
+        "Việt Nam ký 25 thỏa thuận với Hoa Kỳ.",
+    ]
+    assert [p.chunk.source for p in items] == ["f.txt", "g.txt"]
+    assert sum(map(len, texts)) <= 120
 
 
-def test_short_passages_are_left_whole() -> None:
-    p = _p("Ngắn gọn.")
-    assert trim(p, {"x"}, budget=100) is p
+def test_neighbouring_sentences_become_one_item_in_reading_order() -> None:
+    items = evidence_sentences(
+        [_p(TEXT)], "thỏa thuận hợp tác ký kết, quan hệ đối ngoại mở rộng", budget=200,
+        max_sentences=2,
+    )  # fmt: skip
+    assert [p.chunk.text for p in items] == [
+        "Hơn 170 thỏa thuận hợp tác đã được ký kết. Quan hệ đối ngoại được mở rộng."
+    ]
+    assert items[0].chunk.text in TEXT
 
 
-def test_select_shares_the_budget_between_the_first_k() -> None:
-    chosen = select(
-        [_p(TEXT), _p(TEXT), _p(TEXT)], "Bao nhiêu thỏa thuận được ký kết?", k=2, budget=160
-    )
-    assert len(chosen) == 2
-    assert all(len(p.chunk.text) <= 80 for p in chosen)
-    assert all("170" in p.chunk.text for p in chosen)
+def test_the_budget_and_the_sentence_cap_hold() -> None:
+    items = evidence_sentences([_p(TEXT)], "hội nghị", budget=1000, max_sentences=1)
+    assert len(items) == 1
+    assert evidence_sentences([_p(TEXT)], "x", budget=10)[0].chunk.text == TEXT[:10]
+    assert evidence_sentences([], "x", budget=100) == []
 
 
 def test_similarity_finds_the_sentence_no_word_of_the_question_shares() -> None:
-    from rag.context import trim
-    from rag.types import Chunk, Passage
-
     text = "Câu mở đầu nói chuyện khác. " * 6 + "Đích đến là Battambang."
-    chunk = Chunk(id="c", source="x.txt", start=0, end=len(text), text=text, hash="h")
-    p = Passage(chunk=chunk, score=1.0, original_text=text)
-    plain = trim(p, {"which", "city"}, 60)
-    assert "Battambang" not in plain.chunk.text  # no shared word: the first window wins
+    plain = evidence_sentences([_p(text)], "which city", budget=60, max_sentences=1)
+    assert "Battambang" not in plain[0].chunk.text  # no shared word: the first sentence wins
 
     def similarity(sents: list[str]) -> list[float]:
         return [0.9 if "Battambang" in s else 0.1 for s in sents]
 
-    assert "Battambang" in trim(p, {"which", "city"}, 60, similarity).chunk.text
+    found = evidence_sentences(
+        [_p(text)], "which city", budget=60, max_sentences=1, similarity=similarity
+    )
+    assert found[0].chunk.text == "Đích đến là Battambang."

@@ -447,7 +447,7 @@ def markdown(report: Report, *, image: str = "report.png") -> str:
     ]
     settings = cfg.get("settings")
     if isinstance(settings, dict):
-        keys = ("top_k", "context_k", "chunk_size", "chunk_overlap", "hybrid", "min_score")
+        keys = ("top_k", "context_sentences", "chunk_size", "chunk_overlap", "hybrid", "min_score")
         lines.append("Settings: " + ", ".join(f"{k} {settings.get(k)}" for k in keys) + ".")
     if base is not None:
         bgit = (base.config.get("git") or {}).get("commit") or "unknown"

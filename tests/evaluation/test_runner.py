@@ -137,7 +137,7 @@ def test_in_process_run_writes_the_three_files_with_the_expected_figures(
     }  # fmt: skip
     rep = json.loads(paths["json"].read_text(encoding="utf-8"))
     check_inprocess_figures(rep)
-    assert rep["config"]["settings"]["context_k"] == rag.settings.context_k
+    assert rep["config"]["settings"]["context_sentences"] == rag.settings.context_sentences
     assert rep["config"]["generator_model"] == "fake"
 
     md = paths["md"].read_text(encoding="utf-8")
