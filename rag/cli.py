@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rag.bench_cli import register as register_bench
+from rag.bench.cli import register as register_bench
 from rag.evaluation.cli import register as register_eval
 from rag.generation import EngineUnavailable
 from rag.index import IndexError_

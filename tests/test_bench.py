@@ -33,7 +33,7 @@ from rag.bench import (
     synthetic_vectors,
     write_report,
 )
-from rag.bench_cli import register
+from rag.bench.cli import register
 from rag.embedding import Embedder, HashingEmbedder
 from rag.generation import FakeGenerator, Generator
 from rag.generation.llama import LlamaCppGenerator
@@ -188,7 +188,7 @@ def test_quick_run_on_fakes_writes_a_complete_report(
     engines: Engines, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     small = Variant("small-dim", "64 buckets", dtype="float16")
-    monkeypatch.setattr(bench, "VARIANTS", (*bench.VARIANTS, small))
+    monkeypatch.setattr(bench.variants, "VARIANTS", (*bench.variants.VARIANTS, small))
     monkeypatch.setattr(index_module, "FLAT_LIMIT", 1000)  # HNSW above it, as at 100k chunks
     opt = options(sections=("evidence", "first_token", "decode", "ingest", "search"),
                   variants=("fp32", "fp32-bs4", "small-dim"))  # fmt: skip

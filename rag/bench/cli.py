@@ -26,7 +26,7 @@ def bench_engine_command(
     rounds: Annotated[int, typer.Option(min=1, help="Runs of each speed figure.")] = 3,
 ) -> None:
     """Answer-engine speed: llama.cpp extra buffers on vs off, worker process vs in-process."""
-    from rag.bench_engine import markdown, run, write
+    from rag.bench.engine import markdown, run, write
     from rag.settings import Settings
 
     report = run(Settings(), rounds=rounds)
