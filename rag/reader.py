@@ -1,9 +1,9 @@
 """The reader: the model proposes an answer from the evidence, then a calibrated confidence
 decides whether to give it or to say plainly that the articles do not hold the answer.
 
-1. The answer model reads the numbered evidence sentences (``context.evidence_sentences``) and
-   the question and writes a short answer with ``[n]`` markers (``Generator.complete``: the text and the log-probability of every
-   token it chose, end-of-turn included).
+1. The answer model reads the numbered evidence sentences (``context.evidence_sentences``)
+   and the question and writes a short answer with ``[n]`` markers (``Generator.complete``:
+   the text and the log-probability of every token it chose, end-of-turn included).
 2. The same model scores the explicit alternative — the "not found" reply — after the same
    prompt (``Generator.score``: one decode of a dozen tokens; the prompt is already cached).
 3. Evidence signals are measured: do the answer's numbers and names occur in a passage, what
@@ -43,6 +43,21 @@ from rag.types import Passage
 log = logging.getLogger("rag.reader")
 CALIBRATION = Path(__file__).with_name("calibration.json")
 
+
+def calibration_path(model: str) -> Path:
+    """Where the calibration of answer model ``model`` (a manifest name or a GGUF path) lives:
+    the default model's is ``calibration.json``; any other's ``calibration.<name>.json``. Each
+    model's token probabilities have their own scale, so each needs its own fit."""
+    from rag.settings import DEFAULT_GENERATOR
+
+    name = Path(model).name.removesuffix(".gguf")
+    return (
+        CALIBRATION
+        if name == DEFAULT_GENERATOR
+        else CALIBRATION.with_name(f"calibration.{name}.json")
+    )
+
+
 #: Signals the calibrated model reads, in order.
 FEATURES = (
     "lp_mean",  # mean log-probability of the answer's tokens (end-of-turn included)
@@ -67,6 +82,13 @@ class Calibration:
     scale: dict[str, float]
     threshold: float
     fitted_on: str = ""
+
+    @classmethod
+    def for_model(cls, model: str) -> Calibration | None:
+        """The calibration fitted for answer model ``model``: its own file if there is one,
+        else the default model's (``calibration.json``)."""
+        own = calibration_path(model)
+        return cls.load(own if own.is_file() else CALIBRATION)
 
     @classmethod
     def load(cls, path: Path = CALIBRATION) -> Calibration | None:
@@ -144,8 +166,16 @@ def measure(
 
 
 class Reader:
-    def __init__(self, calibration: Calibration | None = None, *, threshold: float | None = None):
-        self.calibration = calibration if calibration is not None else Calibration.load()
+    def __init__(
+        self,
+        calibration: Calibration | None = None,
+        *,
+        threshold: float | None = None,
+        model: str | None = None,
+    ):
+        if calibration is None:
+            calibration = Calibration.for_model(model) if model else Calibration.load()
+        self.calibration = calibration
         self.threshold_override = threshold
 
     @property

@@ -109,7 +109,9 @@ class RAG:
         self._write_lock = threading.Lock()
         self._originals: dict[tuple[str, str], str] = {}
         self.trash = Trash(settings.trash_path)
-        self.reader = Reader(threshold=settings.confidence_threshold)
+        self.reader = Reader(
+            threshold=settings.confidence_threshold, model=settings.generator_model
+        )
         self._restorer: tuple[CorpusIndex, DiacriticRestorer] | None = None
         self._sentence_vecs: OrderedDict[str, np.ndarray] = OrderedDict()
         self._sentence_lock = threading.Lock()
@@ -372,20 +374,34 @@ class RAG:
             self._restorer = cached
         return cached[1]
 
+    def _embed_sentences(self, texts: list[str]) -> None:
+        """Put the vectors of ``texts`` in the sentence cache (those not there yet)."""
+        with self._sentence_lock:
+            todo = [t for t in dict.fromkeys(texts) if t not in self._sentence_vecs]
+        if todo:
+            fresh = self.embedder.embed_documents(todo)
+            with self._sentence_lock:
+                for t, v in zip(todo, fresh, strict=True):
+                    self._sentence_vecs[t] = v
+                while len(self._sentence_vecs) > SENTENCE_CACHE:
+                    self._sentence_vecs.popitem(last=False)
+
+    def embed_sentences(self) -> int:
+        """Embed every sentence of the index now (the evidence step otherwise embeds each
+        passage's sentences the first time a question retrieves it). Returns how many the
+        cache holds."""
+        texts = [c.text[s:e] for c in self.index.chunks for s, e in sentences(c.text)]
+        for i in range(0, len(texts), 64):
+            self._embed_sentences(texts[i : i + 64])
+        with self._sentence_lock:
+            return len(self._sentence_vecs)
+
     def _sentence_similarity(self, query: str) -> SentenceScorer:
         """Cosine of each sentence to ``query``; sentence vectors are cached by their text."""
         qv = self.embedder.embed_query(query)
 
         def similarity(texts: list[str]) -> list[float]:
-            with self._sentence_lock:
-                todo = [t for t in dict.fromkeys(texts) if t not in self._sentence_vecs]
-            if todo:
-                fresh = self.embedder.embed_documents(todo)
-                with self._sentence_lock:
-                    for t, v in zip(todo, fresh, strict=True):
-                        self._sentence_vecs[t] = v
-                    while len(self._sentence_vecs) > SENTENCE_CACHE:
-                        self._sentence_vecs.popitem(last=False)
+            self._embed_sentences(texts)
             with self._sentence_lock:
                 return [float(np.dot(self._sentence_vecs[t], qv)) for t in texts]
 

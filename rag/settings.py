@@ -87,7 +87,7 @@ class Settings(BaseSettings):
         "prompt; neighbours in one passage are given as one numbered item.",
     )
     context_chars: int = Field(
-        1300,
+        1000,
         ge=200,
         description="Character budget of the evidence sentences in the prompt (prompt length "
         "sets the wait for the first token).",

@@ -11,6 +11,7 @@ import pytest
 
 from rag.embedding import HashingEmbedder
 from rag.generation import FakeGenerator
+from rag.reader import Calibration
 from rag.service import RAG
 from rag.settings import Settings
 
@@ -22,6 +23,22 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)
 # (no keys, no opt-in); tests/api/test_writes.py and the all-phase fuzz test check exactly that
 # with allow_open_writes=False set explicitly.
 os.environ.setdefault("RAG_ALLOW_OPEN_WRITES", "true")
+
+
+#: The reader's calibration the fake-engine tests run with. The shipped one
+#: (``rag/calibration.json``) is refitted on the real model's dev-split results whenever the
+#: reader changes; tests of the service's plumbing on the fake engine must not move with it.
+FAKE_CALIBRATION = Path(__file__).with_name("fake_calibration.json")
+
+
+@pytest.fixture(autouse=True)
+def _fake_engine_calibration(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if request.node.get_closest_marker("e2e") is None:
+        pinned = Calibration.load(FAKE_CALIBRATION)
+        assert pinned is not None
+        monkeypatch.setattr(Calibration, "load", classmethod(lambda cls, path=None: pinned))
 
 
 @pytest.fixture

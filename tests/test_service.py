@@ -172,3 +172,11 @@ def test_an_invented_figure_about_something_never_mentioned_is_not_given(
     assert "6,8" not in answer.answer  # no passage holds the figure: it cannot be cited
     assert answer.reader is not None and answer.reader["unknown_terms"] == ["gdp"]
     assert answer.passages
+
+
+def test_embed_sentences_fills_the_cache_the_evidence_step_reads(rag: RAG) -> None:
+    n = rag.embed_sentences()
+    assert n > 100
+    before = dict(rag._sentence_vecs)
+    rag.ask("Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?")
+    assert rag._sentence_vecs.keys() == before.keys()  # nothing left to embed at question time

@@ -30,7 +30,11 @@ def calibrate_command(
         "eval/reports/latest"
     ),
     write: Annotated[
-        bool, typer.Option(help="Write the fitted model to rag/calibration.json.")
+        bool,
+        typer.Option(
+            help="Write the fitted model for the run's answer model (rag/calibration.json for "
+            "the default model, rag/calibration.<model>.json for another)."
+        ),
     ] = False,
     rerender: Annotated[
         bool,
@@ -40,14 +44,18 @@ def calibrate_command(
     ] = False,
 ) -> None:
     """Fit the reader's confidence and threshold on the dev split; report dev and test."""
+    import json
+
     from rag.evaluation.calibrate import main
-    from rag.reader import CALIBRATION
+    from rag.reader import calibration_path
 
     try:
-        main(report, out, CALIBRATION if write else None, rerender=rerender)
+        model = json.loads(report.read_text("utf-8"))["config"]["generator_model"]
+        target = calibration_path(model)
+        main(report, out, target if write else None, rerender=rerender)
     except (OSError, ValueError, KeyError) as exc:
         _fail(f"cannot calibrate from {report}: {exc}")
-    console.print(f"wrote {out / 'reader.md'}" + (f" and {CALIBRATION}" if write else ""))
+    console.print(f"wrote {out / 'reader.md'}" + (f" and {target}" if write else ""))
 
 
 def eval_command(

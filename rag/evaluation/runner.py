@@ -84,8 +84,8 @@ class Backend(Protocol):
 
 _SETTINGS_THAT_MATTER = (
     "embedder", "embedding_model", "generator", "generator_model", "chunk_size",
-    "chunk_overlap", "top_k", "context_sentences", "hybrid", "rrf_k", "min_score", "max_tokens",
-    "temperature", "n_ctx", "n_threads", "embed_max_seq_length",
+    "chunk_overlap", "top_k", "context_sentences", "context_chars", "hybrid", "rrf_k",
+    "min_score", "max_tokens", "temperature", "n_ctx", "n_threads", "embed_max_seq_length",
 )  # fmt: skip
 
 

@@ -186,7 +186,10 @@ def test_text_parts_are_read(client: OpenAI) -> None:
     assert "170" in (resp.choices[0].message.content or "")
 
 
-def test_abstention(client: OpenAI) -> None:
+def test_abstention(client: OpenAI, fake_generator: FakeGenerator) -> None:
+    # The shape of a "not found" on this route (whether to abstain is the reader's call,
+    # tested in tests/test_service.py and measured by the evaluation).
+    fake_generator.replies = [NOT_FOUND_VI]
     resp = client.chat.completions.create(
         model="rag-vi", messages=[{"role": "user", "content": "Giá vàng hôm nay là bao nhiêu?"}]
     )

@@ -78,7 +78,7 @@ INPROCESS_GOLD: list[dict[str, Any]] = [
 ]  # fmt: skip
 REPLIES = [
     "Thủ tướng đã chứng kiến 25 thỏa thuận [1].",
-    "Ngoại giao đã tham mưu cho 90 đoàn cấp cao [1].",
+    "Việt Nam đã tham gia tạo dựng các cơ chế hợp tác kinh tế, thương mại, tài chính [2].",
     NOT_FOUND,
     NOT_FOUND,
 ]
@@ -160,7 +160,9 @@ def test_in_process_run_writes_the_three_files_with_the_expected_figures(
     )
     failing = md.split("## Failing questions", 1)[1]
     assert "### Wrong answers (2)" in failing
-    assert "**r2** (entity)" in failing and "90 đoàn cấp cao" in failing and "`27`" in failing
+    assert (
+        "**r2** (entity)" in failing and "cơ chế hợp tác kinh tế" in failing and "`27`" in failing
+    )
     assert "**r4** (date)" in failing and "got: *abstained*" in failing
     assert "**r1**" not in failing and "**r3**" not in failing
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
