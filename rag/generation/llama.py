@@ -299,7 +299,8 @@ class LlamaCppGenerator(Generator):
             prompt = self._prompt_tokens(messages)
             first = self._prefill(prompt)
             n_past = len(prompt)
-            room = max(1, llm.n_ctx() - n_past - 2)
+            # A candidate fits the context window and one batch (longer ones are cut).
+            room = max(1, min(llm.n_ctx() - n_past - 2, llm.n_batch))
             seqs = []
             for cand in candidates:
                 toks = [int(t) for t in llm.tokenize(cand.encode(), add_bos=False, special=False)]
@@ -324,7 +325,7 @@ class LlamaCppGenerator(Generator):
                 for seq, i in enumerate(group, 1):
                     llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
                     llama_cpp.llama_memory_seq_cp(memory, 0, seq, 0, n_past)
-                    for k, tok in enumerate(seqs[i][: min(len(seqs[i]) - 1, llm.n_batch)]):
+                    for k, tok in enumerate(seqs[i][:-1]):
                         batch.token[j] = tok
                         batch.pos[j] = n_past + k
                         batch.seq_id[j][0] = seq
