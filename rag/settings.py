@@ -75,6 +75,53 @@ class Settings(BaseSettings):
     max_tokens: int = Field(320, ge=1, description="Most tokens an answer may have.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
 
+    # --- scale-out: a vector database and a remote model server -----------------------------
+    vector_store: Literal["faiss", "milvus"] = Field(
+        "faiss",
+        description="Where the dense vectors are searched: 'faiss' in this process (the "
+        "default, saved with the index), or 'milvus' (Milvus Lite in a file, or a Milvus "
+        "server or cluster; see `milvus_uri`). BM25 and the chunk table stay local either way.",
+    )
+    milvus_uri: str = Field(
+        "index/milvus.db",
+        description="Milvus to use with vector_store=milvus: a file path runs Milvus Lite "
+        "embedded; http://host:19530 talks to a Milvus server or cluster.",
+    )
+    milvus_collection: str = Field("rag_chunks", description="Milvus collection name.")
+    milvus_token: str = Field(
+        "", description="Milvus credentials ('user:password' or an API key), if it needs any."
+    )
+    llm_url: str = Field(
+        "",
+        description="Base URL of an OpenAI-compatible model server (vLLM, llama.cpp's "
+        "llama-server, llama-cpp-python's server), e.g. http://127.0.0.1:8080/v1. When set, "
+        "answers come from it instead of the local GGUF model.",
+    )
+    llm_model: str = Field(
+        "", description="Model name sent to the model server (empty: the first it lists)."
+    )
+    llm_api_key: str = Field("", description="Bearer key for the model server, if it needs one.")
+    llm_connect_timeout_s: float = Field(
+        5.0, gt=0, description="Longest wait to connect to the model server."
+    )
+    llm_read_timeout_s: float = Field(
+        60.0, gt=0, description="Longest silence from the model server while it answers."
+    )
+    llm_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Retries (with back-off) when the model server cannot be reached; errors "
+        "after it accepted a request are never retried.",
+    )
+    llm_concurrency: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Answers generated at once with a remote model server (it batches them); "
+        "the local model always answers one at a time.",
+    )
+
     # --- chunking and retrieval ----------------------------------------------------------------
     chunk_size: int = Field(900, ge=100, description="Target chunk length in characters.")
     chunk_overlap: int = Field(150, ge=0, description="Overlap between chunks in characters.")
