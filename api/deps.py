@@ -25,7 +25,8 @@ CLIENT_CLOSED = 499
 
 
 class GenerationGate:
-    """One generation at a time on the CPU, a bounded queue in front, 503 beyond it.
+    """``slots`` generations at a time (one for the local model on the CPU; more for a remote
+    model server, which batches them), a bounded queue in front, 503 beyond it.
 
     ``acquire`` either takes the slot, or raises 503 (more than ``max_waiting`` requests are
     already queued) or 504 (the slot did not come free within ``timeout`` seconds). Both carry
@@ -38,8 +39,9 @@ class GenerationGate:
 
     MAX_RETRY_AFTER_S = 60
 
-    def __init__(self, max_waiting: int, *, retry_after_s: int = 5) -> None:
-        self._sem = asyncio.Semaphore(1)
+    def __init__(self, max_waiting: int, *, retry_after_s: int = 5, slots: int = 1) -> None:
+        self._sem = asyncio.Semaphore(slots)
+        self.slots = slots
         self.max_waiting = max_waiting
         self.retry_after_s = retry_after_s
         self.waiting = 0
@@ -55,7 +57,7 @@ class GenerationGate:
     def retry_after(self) -> int:
         if self.hold_s is None:
             return self.retry_after_s
-        ahead = self.hold_s * (self.waiting + 1)
+        ahead = self.hold_s * (self.waiting + 1) / self.slots
         return max(1, min(self.MAX_RETRY_AFTER_S, math.ceil(ahead)))
 
     async def acquire(self, timeout: float | None = None) -> None:

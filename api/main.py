@@ -36,7 +36,9 @@ def create_app(settings: Settings | None = None, rag: RAG | None = None) -> Fast
             app.state.rag = await run_in_threadpool(RAG.from_settings, settings)
         # Load the answer model now, not on the first question.
         await run_in_threadpool(lambda: app.state.rag.generator)
-        app.state.gate = GenerationGate(settings.max_waiting)
+        # A remote model server batches concurrent answers; the local model runs one at a time.
+        slots = settings.llm_concurrency if settings.llm_url else 1
+        app.state.gate = GenerationGate(settings.max_waiting, slots=slots)
         log.warning("%s", write_mode(settings))
         yield
         if owned:

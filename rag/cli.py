@@ -309,6 +309,35 @@ def serve(
     uvicorn.run(create_app(s, rag=rag), host=s.host, port=s.port, log_level="info")
 
 
+@app.command("serve-model")
+def serve_model(
+    port: Annotated[int, typer.Option(help="Port of the model server.")] = 8080,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    model: Annotated[
+        str | None,
+        typer.Option(help="Manifest model name or GGUF path (default: RAG_GENERATOR_MODEL)."),
+    ] = None,
+) -> None:
+    """Serve the answer model over the OpenAI API (llama-cpp-python's server, with the AMX
+    guard), for `RAG_LLM_URL=http://HOST:PORT/v1` on this or other machines."""
+    import os
+
+    from rag.models import resolve
+
+    s = Settings()
+    try:
+        path = resolve(model or s.generator_model, s.models_dir, "generator")
+    except ModelError as exc:
+        _fail(str(exc))
+    cmd = [
+        sys.executable, "-m", "rag.generation.model_server", "--model", str(path),
+        "--host", host, "--port", str(port), "--n_ctx", str(s.n_ctx),
+        "--n_threads", str(s.n_threads), "--n_threads_batch", str(s.n_threads),
+    ]  # fmt: skip
+    console.print(f"model server for {Path(path).name} on http://{host}:{port}/v1")
+    os.execv(sys.executable, cmd)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

@@ -4,6 +4,8 @@ Layout under ``index/``: ``CURRENT`` names the live generation folder ``gen-<n>/
 ``manifest.json`` (embedding model identity and dimension, files and their hashes, checksums),
 ``chunks.jsonl``, ``vectors.npy`` and ``vectors.faiss``. A new generation is written aside and
 ``CURRENT`` is replaced with ``os.replace``, so a crash mid-write leaves the previous index live.
+With ``vector_store="milvus"`` dense search goes to ``rag.vectors`` instead; a generation is
+written the same way in both modes (so switching back to FAISS needs no rebuild).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bm25s
 import faiss
@@ -25,6 +27,9 @@ import numpy as np
 from rag.embedding import Vectors
 from rag.text import fold, words
 from rag.types import Chunk
+
+if TYPE_CHECKING:
+    from rag.vectors import VectorStore
 
 FORMAT_VERSION = 1
 REBUILD_HINT = "rebuild it with `rag ingest --rebuild` (or `make index`)"
@@ -59,6 +64,7 @@ class CorpusIndex:
     _faiss: Any = None
     _bm25: Any = None
     vocabulary: set[str] = field(default_factory=set)
+    _rows: dict[str, list[int]] | None = None
 
     def __post_init__(self) -> None:
         if self.vectors.size == 0:
@@ -74,15 +80,41 @@ class CorpusIndex:
             self._bm25.index([lexical_tokens(c.title + "\n" + c.text) for c in self.chunks],
                              show_progress=False)  # fmt: skip
 
-    def dense(self, query: Vectors, k: int) -> list[tuple[int, float]]:
+    def rows_by_hash(self) -> dict[str, list[int]]:
+        """The rows of each chunk hash (chunks with the same text share one vector)."""
+        if self._rows is None:
+            rows: dict[str, list[int]] = {}
+            for i, c in enumerate(self.chunks):
+                rows.setdefault(c.hash, []).append(i)
+            self._rows = rows
+        return self._rows
+
+    def dense(
+        self, query: Vectors, k: int, store: VectorStore | None = None
+    ) -> list[tuple[int, float]]:
+        """The ``k`` rows nearest ``query``: by the generation's FAISS index, or by ``store``."""
         if not self.chunks:
             return []
+        if store is not None:
+            return self._dense_in(store, query, min(k, len(self.chunks)))
         if self._faiss is None:
             self.build()
         scores, ids = self._faiss.search(
             query.reshape(1, -1).astype(np.float32), min(k, len(self.chunks))
         )
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def _dense_in(self, store: VectorStore, query: Vectors, k: int) -> list[tuple[int, float]]:
+        # The store may also hold keys of another generation (an ingest under way, or one that
+        # failed): only this chunk table's count, so ask for more until k of them come back.
+        rows = self.rows_by_hash()
+        fetch = 2 * k
+        while True:
+            hits = store.search(query, fetch)
+            out = [(row, score) for key, score in hits for row in rows.get(key, ())]
+            if len(out) >= k or len(hits) < fetch or fetch >= store.max_k:
+                return out[:k]
+            fetch = min(4 * fetch, store.max_k)
 
     def lexical(self, query: str, k: int) -> list[tuple[int, float]]:
         if not self.chunks:

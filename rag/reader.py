@@ -100,9 +100,13 @@ class Calibration:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def probability(self, signals: dict[str, float]) -> float:
+        """P(the answer is right). A signal the engine could not give (a remote model server
+        without token probabilities or reply scoring) is absent and counts as its dev mean:
+        no information either way, so the others decide."""
         z = self.bias
         for name, w in self.weights.items():
-            x = (signals.get(name, 0.0) - self.mean.get(name, 0.0)) / (self.scale.get(name) or 1.0)
+            mean = self.mean.get(name, 0.0)
+            x = (signals.get(name, mean) - mean) / (self.scale.get(name) or 1.0)
             z += w * x
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
@@ -138,10 +142,10 @@ def measure(
     unknown_terms: int,
     english: bool,
 ) -> dict[str, float]:
-    """The signals of one proposed answer (see ``FEATURES``)."""
-    lps = completion.token_logprobs or [0.0]
-    lp_mean = sum(lps) / len(lps)
-    nf = sum(not_found_lps) / len(not_found_lps) if not_found_lps else -10.0
+    """The signals of one proposed answer (see ``FEATURES``). Those the engine cannot give
+    (no token probabilities, no reply scoring) are left out."""
+    lps = completion.token_logprobs
+    lp_mean = sum(lps) / len(lps) if lps else 0.0
     texts = [evidence(p.chunk.text) for p in context]
     joined_nums: set[str] = set()
     for t in texts:
@@ -152,10 +156,7 @@ def measure(
     found_names = [n for n in names(draft) if n not in set(names(question))]
     own = own_words(draft, question)
     lexical = max((lexical_support(own, t) for t in texts), default=0.0)
-    return {
-        "lp_mean": lp_mean,
-        "lp_min": min(lps),
-        "nf_margin": lp_mean - nf,
+    signals = {
         "numbers_found": _share(nums, " ".join(sorted(joined_nums))) if nums else 1.0,
         "names_found": _share(found_names, folded),
         "lexical": lexical,
@@ -163,6 +164,12 @@ def measure(
         "unknown_terms": float(unknown_terms),
         "english": 1.0 if english else 0.0,
     }
+    if lps:
+        signals["lp_mean"] = lp_mean
+        signals["lp_min"] = min(lps)
+        if not_found_lps:
+            signals["nf_margin"] = lp_mean - sum(not_found_lps) / len(not_found_lps)
+    return {f: signals[f] for f in FEATURES if f in signals}
 
 
 class Reader:

@@ -32,6 +32,7 @@ from rag.settings import Settings
 from rag.text import looks_english, nfc
 from rag.trash import Trash, TrashEntry
 from rag.types import Answer, Citation, Passage, Span, Timings
+from rag.vectors import VectorStore, open_store
 
 log = logging.getLogger("rag")
 
@@ -109,15 +110,22 @@ class RAG:
         self._write_lock = threading.Lock()
         self._originals: dict[tuple[str, str], str] = {}
         self.trash = Trash(settings.trash_path)
-        self.reader = Reader(
-            threshold=settings.confidence_threshold, model=settings.generator_model
-        )
+        self.reader = Reader(threshold=settings.confidence_threshold, model=answer_model(settings))
         self._restorer: tuple[CorpusIndex, DiacriticRestorer] | None = None
         self._sentence_vecs: OrderedDict[str, np.ndarray] = OrderedDict()
         self._sentence_lock = threading.Lock()
         self.index = CorpusIndex(embedder.identity, embedder.dim)
         if self.store.exists():
             self.index = self.store.load(expected_embedder=embedder.identity)
+        # Dense search: the generation's FAISS (None here), or an external store, which gets
+        # any live vectors it lacks from the generation's vectors.npy (none are re-embedded).
+        self.vectors: VectorStore | None = open_store(settings, embedder.dim, embedder.identity)
+        if self.vectors is not None and self.store.exists():
+            try:
+                self.vectors.attach(self.index)
+            except BaseException:
+                self.vectors.close()
+                raise
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
@@ -165,10 +173,12 @@ class RAG:
             raise err
 
     def close(self) -> None:
-        """Stop the answer engine's worker process, if any."""
+        """Stop the answer engine's worker process, if any, and close the vector store."""
         gen = self._generator
         if gen is not None:
             gen.close()
+        if self.vectors is not None:
+            self.vectors.close()
 
     # --- documents ----------------------------------------------------------------------------
     def documents(self) -> list[FileRecord]:
@@ -325,21 +335,27 @@ class RAG:
         )
         index = CorpusIndex(self.embedder.identity, self.embedder.dim, chunks, vectors, files)
         index.build()
+        if self.vectors is not None:  # new vectors go in before the new generation is live
+            self.vectors.stage(self.index, index, rebuild=rebuild)
+        previous = self.index
         self.store.save(index)
         self.index = index  # one reference swap: readers see the old or the new index, whole
+        if self.vectors is not None:  # and those only the old one had come out after
+            self.vectors.retire(previous, index)
         self._originals.clear()
         report.chunks = len(chunks)
 
     # --- retrieval ---------------------------------------------------------------------------
     def retrieve(self, query: str, k: int | None = None) -> list[Passage]:
-        """Hybrid search: dense (FAISS) and BM25 rankings fused by reciprocal rank."""
+        """Hybrid search: dense (FAISS or the vector store) and BM25 rankings fused by
+        reciprocal rank."""
         k = k or self.settings.top_k
         index = self.index
         if not index.chunks:
             return []
         query = nfc(query)
         depth = max(4 * k, 30)
-        dense = index.dense(self.embedder.embed_query(query), depth)
+        dense = index.dense(self.embedder.embed_query(query), depth, self.vectors)
         ranked: dict[int, dict[str, int]] = {}
         for r, (row, _) in enumerate(dense):
             ranked.setdefault(row, {})["dense"] = r + 1
@@ -549,12 +565,19 @@ class RAG:
             "status": "ok",
             "files": len(self.index.files),
             "chunks": len(self.index.chunks),
+            "vector_store": self.vectors.describe() if self.vectors else {"engine": "faiss"},
             "embedding_model": self.embedder.identity,
-            "generator_model": self.settings.generator_model
-            if self.settings.generator != "fake"
-            else "fake",
+            "generator_model": answer_model(self.settings),
             "answer_engine": self.engine_state(),
         }
+
+
+def answer_model(s: Settings) -> str:
+    """Which model answers: a remote server's model (its name, else its URL), "fake", or the
+    local GGUF. The reader's calibration is looked up by this name."""
+    if s.llm_url:
+        return s.llm_model or s.llm_url
+    return "fake" if s.generator == "fake" else s.generator_model
 
 
 def embed_text(chunk: object) -> str:

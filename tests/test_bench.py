@@ -320,3 +320,31 @@ def test_lookup_index_sizes(rag: RAG) -> None:
     assert bench.chunk_table_bytes(chunks) > sum(len(c.text) for c in chunks)
     assert bench.bm25_bytes(rag.index._bm25) > 0
     assert isinstance(rag.index, CorpusIndex)
+
+
+def test_throughput_section_serves_answers_at_each_client_count(
+    engines: Engines, settings: Settings
+) -> None:
+    """On the fake engine only the in-process server is measured (no model server to start);
+    the real run (`rag bench --only throughput`) adds the model server beside it."""
+    report = run_bench(engines, options(sections=("throughput",), throughput_clients=(1, 3),
+                                        throughput_asks=3))  # fmt: skip
+    assert report["errors"] == {}
+    t = report["sections"]["throughput"]
+    rows = t["in_process"]
+    assert [r["clients"] for r in rows] == [1, 3]
+    for r in rows:
+        assert r["answered"] == r["asks"] == 3 and r["statuses"] == {"200": 3}
+        assert r["answers_per_minute"] > 0
+    assert "skipped" in t["remote"]
+    assert "## Ask throughput" in markdown(report)
+
+
+def test_vectors_section_reports_faiss_beside_milvus_lite(engines: Engines) -> None:
+    report = run_bench(engines, options(sections=("vectors",), vector_chunks=600,
+                                        synthetic_queries=10))  # fmt: skip
+    assert report["errors"] == {}
+    v = report["sections"]["vectors"]
+    assert v["n"] == 600 and v["faiss"]["recall_at_k"] == 1.0  # flat below FLAT_LIMIT: exact
+    assert v["milvus_lite"]["recall_at_k"] > 0.9
+    assert "## Vector stores" in markdown(report)

@@ -103,3 +103,23 @@ def test_the_shipped_calibration_covers_every_signal() -> None:
     shipped = Calibration.load.__func__(Calibration, reader_module.CALIBRATION)  # type: ignore[attr-defined]
     assert shipped is not None and set(shipped.weights) == set(FEATURES)
     assert 0.0 < shipped.threshold < 1.0 and shipped.fitted_on.startswith("dev split")
+
+
+def test_signals_an_engine_cannot_give_are_left_out_and_count_as_no_information() -> None:
+    """A remote model server gives no reply scores (and maybe no token probabilities): those
+    signals are absent, and the calibration reads an absent signal as its dev mean."""
+    no_score = measure(
+        "25 thỏa thuận [1]", Completion("25 thỏa thuận [1]", token_logprobs=[-0.1, -0.3]), [],
+        _ctx(), question=QUESTION, dense_top=0.7, unknown_terms=0, english=False,
+    )  # fmt: skip
+    assert "nf_margin" not in no_score and no_score["lp_mean"] == pytest.approx(-0.2)
+    no_logprobs = measure(
+        "25 thỏa thuận [1]", Completion("25 thỏa thuận [1]"), [], _ctx(), question=QUESTION,
+        dense_top=0.7, unknown_terms=0, english=False,
+    )  # fmt: skip
+    assert not {"lp_mean", "lp_min", "nf_margin"} & set(no_logprobs)
+    assert no_logprobs["numbers_found"] == 1.0 and no_logprobs["lexical"] == 1.0
+    cal = _calibration()
+    # lp_mean is the only weighted signal: absent, it is its mean, so z = bias = 0.
+    assert cal.probability(no_logprobs) == pytest.approx(0.5)
+    assert cal.probability({**no_logprobs, "lp_mean": 0.0}) > 0.9

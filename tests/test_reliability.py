@@ -16,6 +16,8 @@ from fastapi.testclient import TestClient
 from api import deps
 from api.deps import GenerationGate
 from api.main import create_app
+from rag.embedding import HashingEmbedder
+from rag.generation import FakeGenerator
 from rag.service import RAG
 from rag.settings import Settings
 
@@ -290,3 +292,33 @@ def test_retry_after_follows_how_long_answers_take() -> None:
         gate.release()
 
     asyncio.run(scenario())
+
+
+def test_a_gate_with_slots_runs_that_many_at_once() -> None:
+    """With a remote model server (which batches) the gate lets ``llm_concurrency`` through."""
+
+    async def scenario() -> None:
+        gate = GenerationGate(max_waiting=2, slots=3)
+        for _ in range(3):
+            await asyncio.wait_for(gate.acquire(), 1)  # none of the three waits
+        assert gate.active == 3 and gate.busy
+        fourth = asyncio.ensure_future(gate.acquire())
+        await asyncio.sleep(0.01)
+        assert not fourth.done() and gate.waiting == 1
+        gate.release()
+        await asyncio.wait_for(fourth, 1)
+        for _ in range(3):
+            gate.release()
+        assert not gate.busy
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("llm_url", "slots"), [("", 1), ("http://127.0.0.1:9/v1", 3)])
+def test_the_app_gives_a_remote_model_server_its_concurrency(
+    settings: Settings, llm_url: str, slots: int
+) -> None:
+    s = settings.model_copy(update={"llm_url": llm_url, "llm_concurrency": 3})
+    rag = RAG(s, HashingEmbedder(), FakeGenerator())
+    with TestClient(create_app(s, rag=rag)) as client:
+        assert client.app.state.gate.slots == slots  # type: ignore[attr-defined]

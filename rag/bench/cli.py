@@ -61,7 +61,7 @@ def bench_command(
         list[str] | None,
         typer.Option(
             help="Sections to run (repeat the option or separate with commas): evidence, "
-            "first_token, decode, ingest, search, server."
+            "first_token, decode, ingest, search, server, vectors, throughput."
         ),
     ] = None,
     small_too: Annotated[

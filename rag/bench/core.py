@@ -811,6 +811,69 @@ class Bench:
             out["log_tail"] = logs
         return out
 
+    # --- scale-out ---------------------------------------------------------------------------
+    def bench_vectors(self) -> dict[str, Any]:
+        """Dense search at ``vector_chunks`` synthetic vectors: FAISS HNSW beside Milvus Lite."""
+        from rag.bench.vectors import bench_vectors
+
+        return bench_vectors(
+            n=self.opt.vector_chunks, dim=self.opt.synthetic_dim,
+            queries=self.opt.synthetic_queries, workdir=self._tmp, log=self.opt.log,
+        )  # fmt: skip
+
+    def bench_throughput(self) -> dict[str, Any]:
+        """Answers per minute at 1, 4, 8 clients: ``rag serve`` with the answer model in its
+        worker process, then with ``RAG_LLM_URL`` pointing at a model server process serving
+        the same GGUF (llama-cpp-python's), one after the other on the same machine."""
+        from rag.bench.throughput import levels, model_server, server_env
+
+        items = [i for i in self.questions() if i.answerable]
+        questions = [i.question for i in items][: max(self.opt.throughput_asks, 8)]
+        base = dict(self.engines.server_env)
+        if self._index_dir is not None and self._index_dir != self.settings.index_dir:
+            base["RAG_INDEX_DIR"] = str(self._index_dir)
+        clients = self.opt.throughput_clients
+        out: dict[str, Any] = {
+            "clients": list(clients),
+            "asks_per_level": self.opt.throughput_asks,
+            "definition": "answers/min = successful non-streamed POST /v1/ask answers (questions "
+            "from the gold set in turn) / wall time, from that many client threads at once",
+        }
+        self.opt.log("throughput: in-process answer model")
+        with serve(server_env(base), timeout_s=self.opt.server_timeout_s,
+                   log_dir=self._tmp) as srv:  # fmt: skip
+            if srv.ready_s is None:
+                raise RuntimeError(f"rag serve did not start: {srv.log_tail()}")
+            out["in_process"] = levels(srv.url, questions, clients, self.opt.throughput_asks)
+        if self.settings.generator == "fake":
+            out["remote"] = {"skipped": "the fake answer engine has no model server"}
+            return out
+        from rag.models import resolve
+
+        model = Path(resolve(self.settings.generator_model, self.settings.models_dir,
+                             "generator"))  # fmt: skip
+        self.opt.log("throughput: model server")
+        with model_server(
+            model, n_ctx=self.settings.n_ctx, n_threads=self.settings.n_threads,
+            timeout_s=self.opt.server_timeout_s, log_dir=self._tmp,
+        ) as url:  # fmt: skip
+            env = server_env(base, RAG_LLM_URL=url, RAG_LLM_CONCURRENCY=str(max(clients)))
+            with serve(env, timeout_s=self.opt.server_timeout_s, log_dir=self._tmp) as srv:
+                if srv.ready_s is None:
+                    raise RuntimeError(f"rag serve did not start: {srv.log_tail()}")
+                out["remote"] = levels(srv.url, questions, clients, self.opt.throughput_asks)
+        out["remote_server"] = "llama-cpp-python " + _llama_version() + " server, same GGUF"
+        return out
+
+
+def _llama_version() -> str:
+    try:
+        import llama_cpp
+
+        return str(llama_cpp.__version__)
+    except ImportError:
+        return "?"
+
 
 def _mb(b: int | None) -> float | None:
     return b / 2**20 if b is not None else None

@@ -17,7 +17,9 @@ REPORT_VERSION = 1
 ROOT = Path(__file__).resolve().parents[2]
 #: Asked once after a model is loaded; not a gold question, so no measured prompt is cached.
 WARMUP_QUESTION = "Các bài viết nói về những chủ đề gì?"
-SECTIONS = ("evidence", "first_token", "decode", "ingest", "search", "server")
+SECTIONS = (
+    "evidence", "first_token", "decode", "ingest", "search", "server", "vectors", "throughput",
+)  # fmt: skip
 DEFAULT_OUT = Path("bench/reports/latest")
 
 #: Targets of issue 6; (section path, key, comparison, bound, unit).
@@ -67,6 +69,9 @@ class BenchOptions:
     server_questions: int = 3
     server_restarts: int | None = None  # None: ``repeat``
     server_timeout_s: float = 600.0
+    vector_chunks: int = 100_000  # vectors: FAISS HNSW against Milvus Lite
+    throughput_clients: tuple[int, ...] = (1, 4, 8)
+    throughput_asks: int = 8  # per client count (at least one per client)
     progress: Callable[[str], None] | None = None
 
     @classmethod
@@ -78,7 +83,8 @@ class BenchOptions:
                 base, quick=True, repeat=1, questions=5, prefix_questions=2, decode_questions=1,
                 decode_tokens=24, variants=QUICK_VARIANTS, ingest_passages=8,
                 speed_only_passages=4, synthetic_chunks=6000, synthetic_queries=30,
-                server_questions=1, server_restarts=1,
+                server_questions=1, server_restarts=1, vector_chunks=3000,
+                throughput_clients=(1, 2), throughput_asks=2,
             )  # fmt: skip
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -114,6 +114,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines += _md_search(sec["search"])
     if "server" in sec:
         lines += _md_server(sec["server"])
+    if "vectors" in sec:
+        lines += _md_vectors(sec["vectors"])
+    if "throughput" in sec:
+        lines += _md_throughput(sec["throughput"])
     notes = cfg.get("notes") or []
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -301,4 +305,47 @@ def _md_server(s: dict[str, Any]) -> list[str]:
             f"token p50 {_fig(dig(h, ('first_token_ms', 'p50')))} ms, whole answer p50 "
             f"{_f(dig(h, ('total_ms', 'p50')))} ms"
         )
+    return lines
+
+
+def _md_vectors(v: dict[str, Any]) -> list[str]:
+    lines = ["", f"## Vector stores at {v['n']:,} vectors (dim {v['dim']}, k {v['k']})", "",
+             v.get("definition", ""), "",
+             "| store | index | build / insert (s) | search p50 (ms) | p95 (ms) | recall@k |",
+             "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    f = v.get("faiss") or {}
+    lines.append(f"| FAISS | {f.get('index')} {f.get('params') or ''} | {_f(f.get('build_s'))} | "
+                 f"{_f(f.get('search_ms_p50'))} | {_f(f.get('search_ms_p95'))} | "
+                 f"{_f(f.get('recall_at_k'))} |")  # fmt: skip
+    m = v.get("milvus_lite") or {}
+    if "error" in m or "skipped" in m:
+        lines.append(f"| Milvus Lite | {m.get('error') or m.get('skipped')} | | | | |")
+        return lines
+    build = (f"{_f(m.get('insert_s'))} + flush {_f(m.get('flush_s'))} + index "
+             f"{_f(m.get('index_build_s'))}")  # fmt: skip
+    lines.append(f"| Milvus Lite | {m.get('index')} | {build} | {_f(m.get('search_ms_p50'))} | "
+                 f"{_f(m.get('search_ms_p95'))} | {_f(m.get('recall_at_k'))} |")  # fmt: skip
+    e = m.get("ef_128")
+    if e:
+        lines.append(f"| Milvus Lite, ef 128 | same | | {_f(e.get('search_ms_p50'))} | "
+                     f"{_f(e.get('search_ms_p95'))} | {_f(e.get('recall_at_k'))} |")  # fmt: skip
+    return lines
+
+
+def _md_throughput(t: dict[str, Any]) -> list[str]:
+    lines = ["", "## Ask throughput", "", t.get("definition", ""), "",
+             "| answer engine | clients | answered | answers/min | latency p50 (ms) | p95 (ms) |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for key, label in (("in_process", "in-process (worker)"), ("remote", "model server")):
+        rows = t.get(key)
+        if isinstance(rows, dict):
+            lines.append(f"| {label} | {rows.get('skipped', '')} | | | | |")
+            continue
+        for r in rows or []:
+            lat = r.get("latency_ms") or {}
+            lines.append(f"| {label} | {r['clients']} | {r['answered']}/{r['asks']} | "
+                         f"{_f(r.get('answers_per_minute'))} | {_f(lat.get('p50'))} | "
+                         f"{_f(lat.get('p95'))} |")  # fmt: skip
+    if t.get("remote_server"):
+        lines.append(f"\nModel server: {t['remote_server']}.")
     return lines

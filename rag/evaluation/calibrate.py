@@ -39,7 +39,7 @@ def points(records: Sequence[dict[str, Any]]) -> list[Point]:
     for r in records:
         sig = r.get("signals") or {}
         # A proposal has the reader's signals; a draft that said "not found" has none.
-        proposed = "lp_mean" in sig and not sig.get("uncited")
+        proposed = "lexical" in sig and not sig.get("uncited")
         out.append(Point(
             split=r.get("split") or "", type=r["type"], answerable=bool(r["sources"]),
             proposed=proposed, right=bool(r.get("draft_correct")) and proposed,
@@ -50,7 +50,15 @@ def points(records: Sequence[dict[str, Any]]) -> list[Point]:
 
 
 def _matrix(ps: Sequence[Point]) -> np.ndarray:
-    return np.array([[p.signals.get(f, 0.0) for f in FEATURES] for p in ps], dtype=float)
+    """Signals as rows; one an engine could not give is its column's mean (no information,
+    as ``Calibration.probability`` reads it), 0 where no point has it."""
+    x = np.array([[p.signals.get(f, np.nan) for f in FEATURES] for p in ps], dtype=float)
+    if not x.size:
+        return x.reshape(len(ps), len(FEATURES))
+    present = ~np.isnan(x)
+    counts = present.sum(axis=0)
+    means = np.where(present, x, 0.0).sum(axis=0) / np.maximum(counts, 1)
+    return np.where(present, x, means)
 
 
 def fit(ps: Sequence[Point]) -> Calibration:

@@ -26,8 +26,23 @@ def local_engine(config: dict[str, Any]) -> Generator:
     )
 
 
+def remote_engine(s: Settings) -> Generator:
+    """The OpenAI-compatible model server at ``llm_url`` (no native code in this process, so
+    no worker process either)."""
+    from rag.generation.remote import RemoteGenerator
+
+    return RemoteGenerator(
+        s.llm_url, model=s.llm_model, api_key=s.llm_api_key,
+        connect_timeout_s=s.llm_connect_timeout_s, read_timeout_s=s.llm_read_timeout_s,
+        retries=s.llm_retries,
+    )  # fmt: skip
+
+
 def load_generator(s: Settings) -> Generator:
-    """The configured engine; with ``generator_process`` it runs in a child process."""
+    """The configured engine: a remote model server when ``llm_url`` is set, else the local
+    model, in a child process with ``generator_process``."""
+    if s.llm_url:
+        return remote_engine(s)
     if not s.generator_process:
         return local_engine(s.model_dump())
     from rag.generation.worker import WorkerGenerator
