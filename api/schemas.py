@@ -64,6 +64,11 @@ class Health(BaseModel):
     embedding_model: str
     generator_model: str
     answer_engine: EngineHealth
+    vector_store: dict[str, object] = Field(
+        default_factory=dict,
+        description="where dense search runs: engine faiss (in the index), milvus-lite or "
+        "milvus (uri, collection, state ok|refused|unreachable, vectors)",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -25,6 +25,7 @@ def test_healthz(client: TestClient) -> None:
     assert body["status"] == "ok"
     assert body["files"] == 5 and body["chunks"] > 20
     assert body["embedding_model"].startswith("hashing")
+    assert body["vector_store"] == {"engine": "faiss"}
 
 
 def test_ask_contract(client: TestClient, corpus: Path) -> None:

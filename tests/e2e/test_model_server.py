@@ -201,3 +201,41 @@ def test_a_model_server_stopped_mid_answer_gives_503_and_the_service_lives_on(
     finally:
         own.stop()
         rag.close()
+
+
+@pytest.mark.milvus
+def test_milvus_and_a_model_server_together_answer_with_exact_citations(
+    tmp_path: Path, server: ModelServer, remote_rag: RAG
+) -> None:
+    """The issue's set-up: RAG_VECTOR_STORE=milvus with a Milvus Lite file and RAG_LLM_URL, over
+    real HTTP; the same answer checks as the default path."""
+    shutil.copytree(ROOT / "data" / "articles", tmp_path / "articles")
+    settings = Settings(
+        data_dir=tmp_path / "articles", index_dir=tmp_path / "index", models_dir=ROOT / "models",
+        vector_store="milvus", milvus_uri=str(tmp_path / "milvus.db"), llm_url=server.url,
+        confidence_threshold=0.0, _env_file=None,  # type: ignore[call-arg]
+    )  # fmt: skip
+    rag = RAG(settings, remote_rag.embedder, RemoteGenerator(server.url))
+    try:
+        assert rag.ingest().chunks == len(remote_rag.index.chunks)
+        with (
+            live_server(create_app(settings, rag=rag)) as url,
+            httpx.Client(base_url=url, timeout=120) as client,
+        ):
+            health = client.get("/healthz").json()
+            assert health["vector_store"]["engine"] == "milvus-lite"
+            assert health["vector_store"]["vectors"] == len(rag.index.chunks)
+            q = "Chỉ thị số 15-CT/TW được Ban Bí thư ban hành ngày nào?"
+            body = client.post("/v1/ask", json={"question": q}).json()
+        assert not body["abstained"] and "10/8/2022" in body["answer"], body
+        assert "002_f0839f41b8944c8b.txt" in {c["source"] for c in body["citations"]}
+        for c in body["citations"]:
+            original = (settings.data_dir / c["source"]).read_text(encoding="utf-8")
+            assert original[c["start"] : c["end"]] == c["text"]
+        # Milvus gives the dense ranking FAISS gives on the same vectors.
+        query = rag.embedder.embed_query(q)
+        assert [r for r, _ in rag.index.dense(query, 10, rag.vectors)] == [
+            r for r, _ in rag.index.dense(query, 10)
+        ]
+    finally:
+        rag.close()
