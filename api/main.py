@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import GenerationGate, write_mode
+from api.errors import error_responses, install_error_handlers
+from api.metrics import install_metrics
 from api.routes import ask, documents, health, openai_compat, search
-from rag.generation import EngineUnavailable
-from rag.service import RAG, QuestionError
+from rag.service import RAG
 from rag.settings import Settings
 
 log = logging.getLogger("rag.api")
@@ -49,6 +46,7 @@ def create_app(settings: Settings | None = None, rag: RAG | None = None) -> Fast
         version="1.0",
         summary="Offline question answering over Vietnamese articles, with cited passages.",
         lifespan=lifespan,
+        responses=error_responses(500),
     )
     app.state.settings = settings
     app.state.rag = rag
@@ -58,23 +56,8 @@ def create_app(settings: Settings | None = None, rag: RAG | None = None) -> Fast
             allow_headers=["Authorization", "Content-Type"],
         )  # fmt: skip
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
-        # FastAPI's own handler echoes the input, which JSON cannot always encode (a lone
-        # surrogate, 1e999): a 422 would turn into a 500.
-        errors = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
-        body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=True)
-        return Response(body, status_code=422, media_type="application/json")
-
-    @app.exception_handler(EngineUnavailable)
-    async def engine_down(_: Request, exc: EngineUnavailable) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)}
-        )
-
-    @app.exception_handler(QuestionError)
-    async def bad_question(_: Request, exc: QuestionError) -> JSONResponse:
-        return JSONResponse({"detail": f"invalid question: {exc}"}, status_code=422)
+    install_error_handlers(app)
+    install_metrics(app)
 
     for module in (health, ask, search, documents, openai_compat):
         app.include_router(module.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +13,27 @@ from rag.types import Answer, Citation
 class Turn(BaseModel):
     role: Literal["user", "assistant"]
     content: str = Field(max_length=20000)
+
+
+class Filters(BaseModel):
+    """Narrow the search before ranking (a filtered search still returns `top_k` passages
+    when the allowed articles hold that many)."""
+
+    sources: list[str] | None = Field(
+        None,
+        max_length=500,
+        description="Only these articles (file names as GET /v1/documents lists them); an "
+        "unknown name is a 422.",
+        examples=[["003_1f44b7b7ded05db5.txt"]],
+    )
+    date_from: date | None = Field(
+        None, description="Only articles dated on or after this day (ISO date)."
+    )
+    date_to: date | None = Field(
+        None,
+        description="Only articles dated on or before this day (ISO date). Articles without "
+        "a known date are left out of a date-filtered search.",
+    )
 
 
 class AskRequest(BaseModel):
@@ -28,6 +50,7 @@ class AskRequest(BaseModel):
         default_factory=list, max_length=20, description="Earlier turns, for follow-up questions."
     )
     max_tokens: int | None = Field(None, ge=1, le=2048, description="Longest answer, in tokens.")
+    filters: Filters | None = Field(None, description="Search only some articles or dates.")
 
 
 class AskResponse(Answer):
@@ -71,5 +94,20 @@ class Health(BaseModel):
     )
 
 
+class FieldError(BaseModel):
+    """One part of the request that failed validation (pydantic's error, without the input)."""
+
+    type: str = Field(description="The kind of error, e.g. `missing` or `string_too_long`.")
+    loc: list[str | int] = Field(description="Where: `body`, `query` or `path`, then the field.")
+    msg: str = Field(description="What is wrong with it.")
+
+
 class ErrorBody(BaseModel):
-    detail: str
+    """The body of every 4xx and 5xx response, on every route."""
+
+    detail: str = Field(description="What went wrong, in a sentence for people.")
+    status: int = Field(description="The HTTP status code, repeated.")
+    errors: list[FieldError] = Field(
+        default_factory=list,
+        description="Only when the request failed validation (422): each field that failed.",
+    )

@@ -2,7 +2,9 @@
 
 Layout under ``index/``: ``CURRENT`` names the live generation folder ``gen-<n>/``, which holds
 ``manifest.json`` (embedding model identity and dimension, files and their hashes, checksums),
-``chunks.jsonl``, ``vectors.npy`` and ``vectors.faiss``. A new generation is written aside and
+``chunks.jsonl``, ``vectors.npy``, ``vectors.faiss`` and ``extracted/<sha256>.txt``: the text
+indexed from each converted file (HTML, PDF, DOCX; named by the file's SHA-256), which its
+chunks' offsets point into. A new generation is written aside and
 ``CURRENT`` is replaced with ``os.replace``, so a crash mid-write leaves the previous index live.
 With ``vector_store="milvus"`` dense search goes to ``rag.vectors`` instead; a generation is
 written the same way in both modes (so switching back to FAISS needs no rebuild).
@@ -50,6 +52,12 @@ class FileRecord:
     indexed_at: float
     title: str = ""
     date: str = ""
+    #: "text" (.txt/.md: offsets point into the file), or "html", "pdf", "docx" (offsets
+    #: point into the extracted text kept in the generation).
+    format: str = "text"
+    author: str = ""
+    #: PDFs: the offset in the extracted text where each page starts.
+    pages: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -65,6 +73,8 @@ class CorpusIndex:
     _bm25: Any = None
     vocabulary: set[str] = field(default_factory=set)
     _rows: dict[str, list[int]] | None = None
+    #: The extracted text of each converted file, by file name (plain-text files: none).
+    texts: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.vectors.size == 0:
@@ -90,11 +100,28 @@ class CorpusIndex:
         return self._rows
 
     def dense(
-        self, query: Vectors, k: int, store: VectorStore | None = None
+        self,
+        query: Vectors,
+        k: int,
+        store: VectorStore | None = None,
+        allowed: np.ndarray | None = None,
     ) -> list[tuple[int, float]]:
-        """The ``k`` rows nearest ``query``: by the generation's FAISS index, or by ``store``."""
+        """The ``k`` rows nearest ``query``: by the generation's FAISS index, or by ``store``.
+
+        With ``allowed`` (rows, ascending) only those rows are ranked, exactly, over the
+        generation's vectors (in memory with either store): a filter applies before ranking.
+        """
         if not self.chunks:
             return []
+        if allowed is not None:
+            if not len(allowed):
+                return []
+            q = np.asarray(query, dtype=np.float32).ravel()
+            scores = self.vectors[allowed] @ q
+            k = min(k, len(allowed))
+            top = np.argpartition(-scores, k - 1)[:k]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            return [(int(allowed[i]), float(scores[i])) for i in top]
         if store is not None:
             return self._dense_in(store, query, min(k, len(self.chunks)))
         if self._faiss is None:
@@ -116,7 +143,10 @@ class CorpusIndex:
                 return out[:k]
             fetch = min(4 * fetch, store.max_k)
 
-    def lexical(self, query: str, k: int) -> list[tuple[int, float]]:
+    def lexical(
+        self, query: str, k: int, allowed: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
+        """The ``k`` best BM25 rows for ``query`` (only ``allowed`` rows, if given)."""
         if not self.chunks:
             return []
         if self._bm25 is None:
@@ -125,6 +155,10 @@ class CorpusIndex:
         if not toks:
             return []
         scores = np.asarray(self._bm25.get_scores(toks))
+        if allowed is not None:
+            masked = np.zeros_like(scores)
+            masked[allowed] = scores[allowed]
+            scores = masked
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top])]
@@ -202,6 +236,14 @@ class IndexStore:
                 raise ValueError("vectors.faiss does not hold one vector per chunk")
             embedder = str(manifest["embedder"])
             files = {n: FileRecord(**r) for n, r in manifest["files"].items()}
+            texts = {}
+            for n, r in files.items():
+                if r.format != "text":
+                    rel = f"extracted/{r.sha256}.txt"
+                    raw = (gen / rel).read_bytes()
+                    if _sha(raw) != manifest["checksums"][rel]:
+                        raise ValueError(f"{rel} does not match its checksum")
+                    texts[n] = raw.decode("utf-8")
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
             raise IndexError_(
                 f"the index in {gen} is corrupt or unreadable ({exc}); {REBUILD_HINT}"
@@ -212,7 +254,7 @@ class IndexStore:
                 f"{embedder!r}, "
                 f"but the service is configured with {expected_embedder!r}; {REBUILD_HINT}"
             )
-        index = CorpusIndex(embedder, manifest["dim"], chunks, vectors, files)
+        index = CorpusIndex(embedder, manifest["dim"], chunks, vectors, files, texts=texts)
         index.build(fidx)
         return index
 
@@ -229,6 +271,14 @@ class IndexStore:
         if index._faiss is None:
             index.build()
         faiss.write_index(index._faiss, str(tmp / "vectors.faiss"))
+        checksums: dict[str, str] = {}
+        if index.texts:
+            (tmp / "extracted").mkdir()
+        for n, text in sorted(index.texts.items()):
+            rel = f"extracted/{index.files[n].sha256}.txt"
+            raw = text.encode("utf-8")
+            (tmp / rel).write_bytes(raw)
+            checksums[rel] = _sha(raw)
         manifest = {
             "format": FORMAT_VERSION,
             "embedder": index.embedder,
@@ -238,11 +288,13 @@ class IndexStore:
             "checksums": {
                 "chunks.jsonl": _sha(chunk_bytes),
                 "vectors.npy": _sha((tmp / "vectors.npy").read_bytes()),
+                **checksums,
             },
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
-        for f in tmp.iterdir():
-            _fsync(f)
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                _fsync(f)
         os.replace(tmp, self.root / gen_name)
         pointer = self.root / ".CURRENT.tmp"
         pointer.write_text(gen_name + "\n")

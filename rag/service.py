@@ -9,8 +9,9 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -19,12 +20,14 @@ import numpy as np
 from rag.context import SentenceScorer, evidence_sentences, sentences
 from rag.diacritics import DiacriticRestorer
 from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
+from rag.filters import FilterError, SearchFilter
 from rag.generation import ChatMessage, Generator
 from rag.generation.factory import load_generator
 from rag.grounding import support, unknown_terms
 from rag.index import CorpusIndex, FileRecord, IndexError_, IndexStore
 from rag.ingest.chunking import chunk_article
-from rag.ingest.loader import UnreadableFile, decode_article, discover
+from rag.ingest.formats import ArticleText, extract_article, page_of, text_source
+from rag.ingest.loader import SUPPORTED_SUFFIXES, UnreadableFile, decode_article, discover
 from rag.models import resolve
 from rag.prompts import NOT_FOUND_EN, NOT_FOUND_VI, build_messages
 from rag.reader import Reader, describe
@@ -72,17 +75,19 @@ class StreamEvent:
 
 
 def check_document_name(name: str) -> str:
-    """Accept a bare file name (no folders, no traversal) ending in .txt or .md."""
+    """Accept a bare file name (no folders, no traversal) of an accepted format (.txt, .md,
+    .html, .htm, .pdf, .docx)."""
     name = nfc(name.strip())
     if (
         not name
         or name != Path(name).name
         or name.startswith(".")
         or not _SAFE_NAME.match(name)
-        or Path(name).suffix.lower() not in (".txt", ".md")
+        or Path(name).suffix.lower() not in SUPPORTED_SUFFIXES
     ):
         raise DocumentError(
-            f"invalid document name {name!r}: use a plain file name ending in .txt or .md"
+            f"invalid document name {name!r}: use a plain file name ending in "
+            f"{', '.join(sorted(SUPPORTED_SUFFIXES))}"
         )
     return name
 
@@ -196,13 +201,16 @@ class RAG:
         report = IngestReport()
         data_dir = self.settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        extracted: dict[tuple[str, str], ArticleText] = {}
         with self._write_lock:
             for src in discover(list(paths or [])):
                 if src.resolve().parent == data_dir.resolve():
                     continue
                 try:
                     name = check_document_name(src.name)
-                    decode_article(name, src.read_bytes())
+                    data = src.read_bytes()
+                    sha = hashlib.sha256(data).hexdigest()
+                    extracted[name, sha] = extract_article(name, data)
                 except (UnreadableFile, DocumentError) as exc:
                     report.skipped[src.name] = str(exc)
                     log.warning("skipped %s", exc)
@@ -211,14 +219,14 @@ class RAG:
                 if target.exists() and target.read_bytes() != src.read_bytes():
                     self.trash.move_aside(target, reason=f"replaced by ingesting {src}")
                 shutil.copyfile(src, target)
-            self._sync(report, rebuild=rebuild)
+            self._sync(report, rebuild=rebuild, extracted=extracted)
         report.seconds = time.perf_counter() - t0
         return report
 
     def add_document(self, name: str, data: bytes) -> IngestReport:
         """Store one uploaded document in the corpus folder and index it incrementally."""
         name = check_document_name(name)
-        decode_article(name, data)  # refuse before anything is written
+        article = extract_article(name, data)  # refuse before anything is written
         target = self.settings.data_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
         report = IngestReport()
@@ -229,7 +237,7 @@ class RAG:
                 # The version it replaces stays restorable.
                 self.trash.move_aside(target, reason="replaced by an upload")
             tmp.replace(target)
-            self._sync(report)
+            self._sync(report, extracted={(name, hashlib.sha256(data).hexdigest()): article})
         return report
 
     def delete_document(self, name: str) -> IngestReport:
@@ -273,8 +281,17 @@ class RAG:
             self.trash.purge(entry)
         return entry
 
-    def _sync(self, report: IngestReport, *, rebuild: bool = False) -> None:
+    def _sync(
+        self,
+        report: IngestReport,
+        *,
+        rebuild: bool = False,
+        extracted: dict[tuple[str, str], ArticleText] | None = None,
+    ) -> None:
+        """Index the corpus folder as it is now (``extracted``: texts already extracted for
+        validation, by file name and SHA-256 of its bytes, so no file is converted twice)."""
         s = self.settings
+        extracted = extracted or {}
         old = self.index if not rebuild else CorpusIndex(self.embedder.identity, self.embedder.dim)
         old_by_file: dict[str, list[int]] = {}
         for i, c in enumerate(old.chunks):
@@ -282,6 +299,7 @@ class RAG:
         vec_by_hash = {c.hash: old.vectors[i] for i, c in enumerate(old.chunks)}
 
         files: dict[str, FileRecord] = {}
+        texts: dict[str, str] = {}  # converted files' extracted text, kept with the generation
         keep_rows: list[int] = []
         new_chunks = []
         seen: set[str] = set()
@@ -296,25 +314,34 @@ class RAG:
             prev = old.files.get(name)
             if prev is not None and prev.sha256 == sha:
                 files[name] = prev
+                if name in old.texts:
+                    texts[name] = old.texts[name]
                 keep_rows.extend(old_by_file.get(name, []))
                 report.unchanged.append(name)
                 continue
             try:
-                text = decode_article(name, data)
+                article = extracted.get((name, sha)) or extract_article(name, data)
             except UnreadableFile as exc:
                 report.skipped[name] = str(exc)
                 log.warning("skipped %s", exc)
                 if prev is not None:  # keep serving the last good version
                     files[name] = prev
+                    if name in old.texts:
+                        texts[name] = old.texts[name]
                     keep_rows.extend(old_by_file.get(name, []))
                 continue
             doc, chunks = chunk_article(
-                name, text, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap
-            )
+                name, article.text, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap,
+                title=article.title, date=article.date,
+            )  # fmt: skip
             files[name] = FileRecord(
                 name=name, sha256=sha, size=len(data), chunks=len(chunks),
-                indexed_at=time.time(), title=doc.title, date=doc.date,
+                indexed_at=time.time(), title=article.title or doc.title,
+                date=article.date or doc.date, format=article.format, author=article.author,
+                pages=list(article.pages),
             )  # fmt: skip
+            if article.converted:
+                texts[name] = article.text
             (report.updated if prev is not None else report.added).append(name)
             new_chunks.extend(chunks)
         report.removed = sorted(set(old.files) - set(files))
@@ -333,7 +360,9 @@ class RAG:
             if chunks
             else np.zeros((0, self.embedder.dim), dtype=np.float32)
         )
-        index = CorpusIndex(self.embedder.identity, self.embedder.dim, chunks, vectors, files)
+        index = CorpusIndex(
+            self.embedder.identity, self.embedder.dim, chunks, vectors, files, texts=texts
+        )
         index.build()
         if self.vectors is not None:  # new vectors go in before the new generation is live
             self.vectors.stage(self.index, index, rebuild=rebuild)
@@ -346,21 +375,24 @@ class RAG:
         report.chunks = len(chunks)
 
     # --- retrieval ---------------------------------------------------------------------------
-    def retrieve(self, query: str, k: int | None = None) -> list[Passage]:
+    def retrieve(
+        self, query: str, k: int | None = None, filters: SearchFilter | None = None
+    ) -> list[Passage]:
         """Hybrid search: dense (FAISS or the vector store) and BM25 rankings fused by
-        reciprocal rank."""
+        reciprocal rank; with ``filters``, both rank the allowed chunks only."""
         k = k or self.settings.top_k
         index = self.index
         if not index.chunks:
             return []
+        allowed = filters.rows(index.chunks) if filters is not None else None
         query = nfc(query)
         depth = max(4 * k, 30)
-        dense = index.dense(self.embedder.embed_query(query), depth, self.vectors)
+        dense = index.dense(self.embedder.embed_query(query), depth, self.vectors, allowed)
         ranked: dict[int, dict[str, int]] = {}
         for r, (row, _) in enumerate(dense):
             ranked.setdefault(row, {})["dense"] = r + 1
         if self.settings.hybrid:
-            for r, (row, _) in enumerate(index.lexical(query, depth)):
+            for r, (row, _) in enumerate(index.lexical(query, depth, allowed)):
                 ranked.setdefault(row, {})["bm25"] = r + 1
         c = self.settings.rrf_k
         fused = sorted(
@@ -424,8 +456,12 @@ class RAG:
         return similarity
 
     def _original(self, source: str) -> str:
-        """The article's text as indexed, read once per file version (not once per question)."""
-        record = self.index.files.get(source)
+        """The article's text as indexed, read once per file version (not once per question);
+        for a converted file, the text extracted from it."""
+        index = self.index
+        if source in index.texts:
+            return index.texts[source]
+        record = index.files.get(source)
         key = (source, record.sha256 if record else "")
         text = self._originals.get(key)
         if text is None:
@@ -440,11 +476,50 @@ class RAG:
         for p in passages:
             text = self._original(p.chunk.source)[p.chunk.start : p.chunk.end]
             p.original_text = text if text else p.chunk.text
+            record = self.index.files.get(p.chunk.source)
+            p.pages = record.pages if record is not None else []
 
-    def search(self, query: str, k: int | None = None) -> list[Citation]:
-        """Ranked passages for ``query`` in the citation shape (``n`` is the rank)."""
+    def document_text(self, name: str) -> str:
+        """The text an article's citations point into: the file itself for .txt/.md, the
+        extracted text for a converted file. KeyError if no such article is indexed."""
+        name = check_document_name(name)
+        if name not in self.index.files:
+            raise KeyError(name)
+        text = self._original(name)
+        if not text:
+            raise KeyError(name)  # listed a moment ago, gone from the folder since
+        return text
+
+    def search(
+        self,
+        query: str,
+        k: int | None = None,
+        *,
+        sources: Iterable[str] | None = None,
+        date_from: date | None = None,
+        date_to: date | None = None,
+    ) -> list[Citation]:
+        """Ranked passages for ``query`` in the citation shape (``n`` is the rank), from the
+        articles named in ``sources`` and dated within ``date_from``..``date_to`` if given."""
         self.check_question(query)
-        return [to_citation(i, p) for i, p in enumerate(self.retrieve(query, k), 1)]
+        filters = self.filters(sources, date_from, date_to)
+        return [to_citation(i, p) for i, p in enumerate(self.retrieve(query, k, filters), 1)]
+
+    def filters(
+        self,
+        sources: Iterable[str] | None = None,
+        date_from: date | None = None,
+        date_to: date | None = None,
+    ) -> SearchFilter | None:
+        """The search filter asked for (None: none), checked against the index: an unknown
+        file name or an empty date range is a ``QuestionError`` saying so."""
+        try:
+            f = SearchFilter.of(sources, date_from, date_to)
+            if f is not None:
+                f.check(self.index.files)
+        except FilterError as exc:
+            raise QuestionError(str(exc)) from None
+        return f
 
     # --- answering ---------------------------------------------------------------------------
     def check_question(self, question: str) -> str:
@@ -477,11 +552,16 @@ class RAG:
         history: list[ChatMessage] | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        sources: Iterable[str] | None = None,
+        date_from: date | None = None,
+        date_to: date | None = None,
     ) -> Answer:
+        """The whole answer (see ``stream``)."""
         answer = None
         for event in self.stream(
-            question, top_k=top_k, history=history, max_tokens=max_tokens, temperature=temperature
-        ):
+            question, top_k=top_k, history=history, max_tokens=max_tokens,
+            temperature=temperature, sources=sources, date_from=date_from, date_to=date_to,
+        ):  # fmt: skip
             if event.kind == "done":
                 answer = event.answer
         assert answer is not None
@@ -495,14 +575,21 @@ class RAG:
         history: list[ChatMessage] | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        sources: Iterable[str] | None = None,
+        date_from: date | None = None,
+        date_to: date | None = None,
     ) -> Iterator[StreamEvent]:
-        """Answer ``question`` step by step; closing the iterator stops the generation."""
+        """Answer ``question`` step by step; closing the iterator stops the generation.
+
+        ``sources`` (file names) and ``date_from``/``date_to`` (article dates, inclusive)
+        narrow the search before ranking; an unknown file name raises ``QuestionError``."""
         t0 = time.perf_counter()
         s = self.settings
         q = self.check_question(question)
+        filters = self.filters(sources, date_from, date_to)  # refused before anything streams
         history = history or []
         english = looks_english(q)
-        passages = self.retrieve(self.search_query(q, history), top_k or s.top_k)
+        passages = self.retrieve(self.search_query(q, history), top_k or s.top_k, filters)
         shown = [to_citation(i, p) for i, p in enumerate(passages, 1)]
         timings = Timings(retrieval=(time.perf_counter() - t0) * 1000)
         yield StreamEvent("passages", passages=shown)
@@ -621,7 +708,12 @@ def to_citation(n: int, p: Passage) -> Citation:
         text=p.original_text,
         score=round(p.score, 6),
         title=p.chunk.title,
+        text_source=text_source(p.chunk.source),
+        page=page_of(p.pages, p.chunk.start),
     )
 
 
-__all__ = ["RAG", "DocumentError", "IndexError_", "IngestReport", "QuestionError", "StreamEvent"]
+__all__ = [
+    "RAG", "DocumentError", "IndexError_", "IngestReport", "QuestionError", "SearchFilter",
+    "StreamEvent",
+]  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 class Chunk:
     """A passage of one article, with where it came from in the ORIGINAL file.
 
-    ``original[start:end]`` is exactly the passage as it appears in the file; ``text`` is the
-    cleaned, NFC-normalised form that is embedded and shown to the answer model.
+    ``original[start:end]`` is exactly the passage as it appears in the file (for a converted
+    file, HTML, PDF or DOCX: in the text extracted from it); ``text`` is the cleaned,
+    NFC-normalised form that is embedded and shown to the answer model.
     """
 
     id: str
@@ -34,27 +35,42 @@ class Passage:
     score: float
     original_text: str
     ranks: dict[str, int] = field(default_factory=dict)
+    #: PDFs: where each page starts in the extracted text (the citation's page comes from it).
+    pages: list[int] = field(default_factory=list)
 
 
 class Span(BaseModel):
-    start: int = Field(description="Start offset in the source file.")
-    end: int = Field(description="End offset (exclusive) in the source file.")
+    start: int = Field(description="Start offset in the source text (see `text_source`).")
+    end: int = Field(description="End offset (exclusive) in the source text.")
 
 
 class Citation(BaseModel):
     """One cited passage; ``source`` is the article's file name, ``start``/``end`` are offsets
-    in that file such that ``file[start:end] == text``."""
+    such that ``file[start:end] == text`` for a .txt/.md file, and ``extracted[start:end] ==
+    text`` for a converted one (``GET /v1/documents/{source}/text``)."""
 
     n: int = Field(description="The [n] marker used in the answer text.")
     source: str = Field(description="File name of the article, as in the corpus folder.")
     start: int = Field(description="Start offset (characters) of the passage in the file.")
     end: int = Field(description="End offset (characters, exclusive) of the passage in the file.")
-    text: str = Field(description="The passage exactly as in the file: file[start:end].")
+    text: str = Field(
+        description="The passage exactly as in the source text: file[start:end], or "
+        "extracted[start:end] for a converted file."
+    )
     score: float = Field(description="Retrieval score (higher is better).")
     title: str = Field(default="", description="Title of the article, when the text gives one.")
     highlights: list[Span] = Field(
         default_factory=list,
-        description="Offsets in the source file of the sentence(s) that support the claim.",
+        description="Offsets in the source text of the sentence(s) that support the claim.",
+    )
+    text_source: Literal["file", "extracted"] = Field(
+        "file",
+        description="What the offsets point into: `file`, the file itself (.txt, .md), or "
+        "`extracted`, the text extracted from a converted file (HTML, PDF, DOCX), served by "
+        "`GET /v1/documents/{source}/text`.",
+    )
+    page: int | None = Field(
+        None, description="PDFs: the page (from 1) where the passage starts; else null."
     )
 
 

@@ -335,6 +335,7 @@ def test_throughput_section_serves_answers_at_each_client_count(
     assert [r["clients"] for r in rows] == [1, 3]
     for r in rows:
         assert r["answered"] == r["asks"] == 3 and r["statuses"] == {"200": 3}
+        assert r["generated"] == 3  # the fake model answered (not abstentions before it)
         assert r["answers_per_minute"] > 0
     assert "skipped" in t["remote"]
     assert "## Ask throughput" in markdown(report)

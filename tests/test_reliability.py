@@ -79,7 +79,7 @@ def test_reads_need_a_key_when_required(locked: TestClient, headers: dict[str, s
     r = ask(locked, headers)
     assert r.status_code == 401
     # The same bare answer whatever was wrong: nothing tells a missing key from a wrong one.
-    assert r.json() == {"detail": "Unauthorized"}
+    assert r.json() == {"detail": "Unauthorized", "status": 401}
     assert r.headers["WWW-Authenticate"] == "Bearer"
 
 

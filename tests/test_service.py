@@ -141,7 +141,7 @@ def test_an_index_from_another_embedding_model_is_refused(rag: RAG, settings: Se
 
 
 @pytest.mark.parametrize(
-    "name", ["../x.txt", "/etc/passwd.txt", "a/b.txt", ".hidden.txt", "x.pdf", ""]
+    "name", ["../x.txt", "/etc/passwd.txt", "a/b.txt", ".hidden.txt", "x.exe", "x.doc", ""]
 )
 def test_document_names_are_checked(rag: RAG, name: str) -> None:
     with pytest.raises(DocumentError):

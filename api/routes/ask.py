@@ -20,7 +20,9 @@ from api.deps import (
     unless_client_leaves,
     until_deadline,
 )
-from api.schemas import AskRequest, AskResponse
+from api.errors import error_responses
+from api.metrics import observed
+from api.schemas import AskRequest, AskResponse, Filters
 from api.streaming import pump
 from rag.generation import ChatMessage, EngineUnavailable
 from rag.service import QuestionError, StreamEvent
@@ -64,15 +66,18 @@ def _error_event(status: int, detail: str) -> dict[str, str]:
     dependencies=[ReadAuth],
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"},
-        401: {"description": "A Bearer key is required (`require_key_for_reads`)"},
-        422: {"description": "Empty, too long or malformed question"},
-        503: {
-            "description": "Queue full, or the answer engine is loading or restarting after a "
-            "crash; retry after the Retry-After seconds"
-        },
-        504: {"description": "The answer exceeded the time limit and was stopped"},
+        **error_responses(
+            400, 401, 422, 503, 504,
+            notes={
+                401: "A Bearer key is required (`require_key_for_reads`)",
+                422: "Empty, too long or malformed question (`errors` lists bad fields)",
+                503: "Queue full, or the answer engine is loading or restarting after a "
+                "crash; retry after the Retry-After seconds",
+                504: "The answer exceeded the time limit and was stopped",
+            },
+        ),
     },
-)
+)  # fmt: skip
 async def ask(
     body: AskRequest, request: Request, rag: RagDep, gate: GateDep, settings: SettingsDep
 ) -> object:
@@ -100,13 +105,19 @@ async def ask(
         # JSON may escape lone surrogates ("\ud800"); no model or response can encode them.
         raise QuestionError("the text is not valid Unicode (it holds a lone surrogate)")
     question = rag.check_question(body.question)
+    f = body.filters or Filters()
+    rag.filters(f.sources, f.date_from, f.date_to)  # an unknown article: 422 before queueing
     rag.check_engine()
     history: list[ChatMessage] = [{"role": t.role, "content": t.content} for t in body.history]
     limit = settings.request_timeout_s
     deadline = asyncio.get_running_loop().time() + limit
 
+    @observed(request, stream=body.stream)
     def make() -> Iterator[StreamEvent]:
-        return rag.stream(question, top_k=body.top_k, history=history, max_tokens=body.max_tokens)
+        return rag.stream(
+            question, top_k=body.top_k, history=history, max_tokens=body.max_tokens,
+            sources=f.sources, date_from=f.date_from, date_to=f.date_to,
+        )  # fmt: skip
 
     if not body.stream:
         return await unless_client_leaves(

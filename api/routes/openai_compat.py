@@ -30,7 +30,10 @@ from api.deps import (
     unless_client_leaves,
     until_deadline,
 )
+from api.errors import error_responses
+from api.metrics import observed
 from api.routes.ask import answer_within_limits as _answer
+from api.schemas import Filters
 from api.streaming import pump
 from rag.generation import ChatMessage, EngineUnavailable
 from rag.service import QuestionError, StreamEvent
@@ -100,6 +103,11 @@ class ChatCompletionRequest(BaseModel):
     )
     temperature: float | None = Field(
         None, ge=0.0, le=2.0, description="Sampling temperature (server default when absent)."
+    )
+    filters: Filters | None = Field(
+        None,
+        description="Not OpenAI: search only some articles or dates (the SDKs send it with "
+        '`extra_body={"filters": {...}}`).',
     )
 
 
@@ -236,12 +244,16 @@ def _data(obj: dict[str, Any] | str) -> dict[str, str]:
             "description": "A `chat.completion` JSON object, or `chat.completion.chunk` "
             "Server-Sent Events ending with `data: [DONE]` when `stream` is true.",
         },
-        401: {"description": "A Bearer key is required (`require_key_for_reads`)"},
-        422: {"description": "No user message, an empty or too long question, or bad fields"},
-        503: {"description": "Queue full; retry after the Retry-After seconds"},
-        504: {"description": "The answer exceeded the time limit and was stopped"},
+        **error_responses(
+            400, 401, 422, 503, 504,
+            notes={
+                401: "A Bearer key is required (`require_key_for_reads`)",
+                422: "No user message, an empty or too long question, or bad fields",
+                504: "The answer exceeded the time limit and was stopped",
+            },
+        ),
     },
-)
+)  # fmt: skip
 async def chat_completions(
     body: Annotated[ChatCompletionRequest, Body(openapi_examples=EXAMPLES)],
     request: Request,
@@ -299,6 +311,8 @@ async def chat_completions(
     """
     question, history = split_conversation(body.messages)
     question = rag.check_question(question)
+    f = body.filters or Filters()
+    rag.filters(f.sources, f.date_from, f.date_to)  # an unknown article: 422 before queueing
     rag.check_engine()
     max_tokens = body.max_tokens or body.max_completion_tokens
     model = body.model or MODEL_ID
@@ -307,12 +321,16 @@ async def chat_completions(
     limit = settings.request_timeout_s
     deadline = asyncio.get_running_loop().time() + limit
 
+    @observed(request, stream=body.stream)
     def make() -> Iterator[StreamEvent]:
         return rag.stream(
             question,
             history=history,
             max_tokens=max_tokens,
             temperature=body.temperature,
+            sources=f.sources,
+            date_from=f.date_from,
+            date_to=f.date_to,
         )
 
     if body.stream:

@@ -1,7 +1,9 @@
 // Chat page for the Vietnamese articles QA service. Plain JavaScript, no build step, offline.
 // Streams POST /v1/ask (Server-Sent Events read with fetch, since EventSource cannot POST),
 // shows the evidence as soon as it arrives, renders [n] markers as citation buttons, and opens
-// the cited article (GET /v1/documents/{name}) with the cited span highlighted.
+// the cited article (GET /v1/documents/{name}) with the cited span highlighted. For a
+// converted file (HTML, PDF, DOCX: `text_source` "extracted") that endpoint serves the text
+// extracted at indexing, which the offsets point into; a PDF citation also names its page.
 // Every string from the server or the user is put in the page as text, never as HTML.
 "use strict";
 
@@ -212,7 +214,7 @@ class Turn {
       },
       h("span", { class: "pnum" }, String(p.n)),
       h("span", { class: "ptitle" }, p.title || p.source),
-      h("span", { class: "psource" }, p.source));
+      h("span", { class: "psource" }, sourceLabel(p)));
       return h("li", { class: "passage", dataset: { n: String(p.n) } },
         open, h("p", { class: "snippet" }, snippet(p.text)));
     }));
@@ -358,6 +360,10 @@ function submitQuestion() {
 }
 
 // --- the source panel -----------------------------------------------------------------------
+function sourceLabel(cite) {
+  return cite.page ? `${cite.source} · trang ${cite.page}` : cite.source;
+}
+
 function loadDocument(name) {
   if (!state.docs.has(name)) {
     const promise = fetch(`/v1/documents/${encodeURIComponent(name)}`).then(async (r) => {
@@ -388,7 +394,7 @@ async function openSource(cite, trigger) {
   ui.panel.hidden = false;
   document.body.classList.add("panel-open");
   ui.panelTitle.textContent = cite.title || cite.source;
-  ui.panelMeta.textContent = `${cite.source} · đoạn ${cite.n}`;
+  ui.panelMeta.textContent = `${sourceLabel(cite)} · đoạn ${cite.n}`;
   ui.panelNote.hidden = true;
   ui.panelBody.replaceChildren(h("p", { class: "muted" }, "Đang tải bài viết…"));
   ui.panelTitle.focus({ preventScroll: true });
@@ -405,7 +411,8 @@ async function openSource(cite, trigger) {
   const text = doc.text;
   const { start, end, exact } = locate(text, cite);
   ui.panelTitle.textContent = doc.title || doc.name;
-  ui.panelMeta.textContent = [doc.name, doc.date, `đoạn ${cite.n} được tô sáng`]
+  ui.panelMeta.textContent = [doc.name, cite.page ? `trang ${cite.page}` : "", doc.date,
+    doc.text_source === "extracted" ? "văn bản trích từ tệp" : "", `đoạn ${cite.n} được tô sáng`]
     .filter(Boolean).join(" · ");
   if (!exact) {
     ui.panelNote.textContent = "Bài viết đã thay đổi sau khi lập chỉ mục; phần tô sáng có thể lệch.";

@@ -837,7 +837,9 @@ class Bench:
             "clients": list(clients),
             "asks_per_level": self.opt.throughput_asks,
             "definition": "answers/min = successful non-streamed POST /v1/ask answers (questions "
-            "from the gold set in turn) / wall time, from that many client threads at once",
+            "from the gold set in turn) / wall time, from that many client threads at once; "
+            "each server first answers every question once, unmeasured (warm caches). The "
+            "servers are child processes: their CPU counts as 'other processes' above",
         }
         self.opt.log("throughput: in-process answer model")
         with serve(server_env(base), timeout_s=self.opt.server_timeout_s,

@@ -46,16 +46,18 @@ def _count_tokens(generator: Generator, messages: Sequence[ChatMessage]) -> int 
 def corpus_chunks(settings: Settings) -> list[Chunk]:
     """The chunks ``rag ingest`` makes of the corpus folder, in the same order."""
     from rag.ingest.chunking import chunk_article
-    from rag.ingest.loader import UnreadableFile, decode_article, discover
+    from rag.ingest.formats import extract_article
+    from rag.ingest.loader import UnreadableFile, discover
 
     chunks: list[Chunk] = []
     for path in discover([settings.data_dir]):
         try:
-            text = decode_article(path.name, path.read_bytes())
+            article = extract_article(path.name, path.read_bytes())
         except UnreadableFile:
             continue
-        _, cs = chunk_article(path.name, text, chunk_size=settings.chunk_size,
-                              chunk_overlap=settings.chunk_overlap)  # fmt: skip
+        _, cs = chunk_article(path.name, article.text, chunk_size=settings.chunk_size,
+                              chunk_overlap=settings.chunk_overlap, title=article.title,
+                              date=article.date)  # fmt: skip
         chunks.extend(cs)
     return chunks
 

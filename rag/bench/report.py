@@ -334,16 +334,18 @@ def _md_vectors(v: dict[str, Any]) -> list[str]:
 
 def _md_throughput(t: dict[str, Any]) -> list[str]:
     lines = ["", "## Ask throughput", "", t.get("definition", ""), "",
-             "| answer engine | clients | answered | answers/min | latency p50 (ms) | p95 (ms) |",
-             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "| answer engine | clients | answered | generated / abstained | answers/min "
+             "| latency p50 (ms) | p95 (ms) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for key, label in (("in_process", "in-process (worker)"), ("remote", "model server")):
         rows = t.get(key)
         if isinstance(rows, dict):
-            lines.append(f"| {label} | {rows.get('skipped', '')} | | | | |")
+            lines.append(f"| {label} | {rows.get('skipped', '')} | | | | | |")
             continue
         for r in rows or []:
             lat = r.get("latency_ms") or {}
             lines.append(f"| {label} | {r['clients']} | {r['answered']}/{r['asks']} | "
+                         f"{r.get('generated')} / {r.get('abstained')} | "
                          f"{_f(r.get('answers_per_minute'))} | {_f(lat.get('p50'))} | "
                          f"{_f(lat.get('p95'))} |")  # fmt: skip
     if t.get("remote_server"):

@@ -40,6 +40,14 @@ log = logging.getLogger("rag.remote")
 _BUSY = {429, 503}
 
 
+class Refused(EngineUnavailable):
+    """The model server answered the request with an error status (kept for the fallback)."""
+
+    def __init__(self, message: str, *, status: int, retry_after: int = 5) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.status = status
+
+
 class RemoteGenerator(Generator):
     """A model behind an OpenAI-compatible HTTP API. Safe to use from several threads."""
 
@@ -130,7 +138,8 @@ class RemoteGenerator(Generator):
                         f"is busy ({resp.status_code}: {detail})",
                         retry_after=_retry_after(resp),
                     )
-                raise self._unavailable(f"refused the request ({resp.status_code}: {detail})")
+                err = self._unavailable(f"refused the request ({resp.status_code}: {detail})")
+                raise Refused(str(err), status=resp.status_code, retry_after=err.retry_after)
             self._failures = 0
             self._last_error = ""
             yield resp
@@ -182,20 +191,34 @@ class RemoteGenerator(Generator):
         self, messages: list[ChatMessage], *, max_tokens: int, temperature: float
     ) -> Iterator[str]:
         body = self._body(messages, max_tokens=max_tokens, temperature=temperature)
+        finish = None
         for event in self._events(body):
             for choice in event.get("choices") or []:
                 piece = (choice.get("delta") or {}).get("content")
                 if piece:
                     yield piece
+                finish = choice.get("finish_reason") or finish
+        self._check_finished(finish)
 
     def complete(
         self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
     ) -> Completion:
         body = self._body(messages, max_tokens=max_tokens, temperature=temperature)
-        if self.logprobs:
-            body["logprobs"] = True
-            body["top_logprobs"] = 0
         body["stream_options"] = {"include_usage": True}
+        if not self.logprobs:
+            return self._complete(body)
+        try:
+            return self._complete({**body, "logprobs": True, "top_logprobs": 0})
+        except Refused as exc:
+            if exc.status not in (400, 422):
+                raise
+            # A server that does not take the field: answer without token probabilities from
+            # now on (the reader then decides on the evidence signals; see the README).
+            log.warning("the model server refused logprobs (%s); asking without them", exc)
+            self.logprobs = False
+            return self._complete(body)
+
+    def _complete(self, body: dict[str, Any]) -> Completion:
         t0 = time.perf_counter()
         first: float | None = None
         pieces: list[str] = []
@@ -217,6 +240,7 @@ class RemoteGenerator(Generator):
             prompt_tokens = int(usage.get("prompt_tokens") or prompt_tokens)
             details = usage.get("prompt_tokens_details") or {}
             cached = int(details.get("cached_tokens") or cached)
+        self._check_finished(finish)
         total = time.perf_counter() - t0
         return Completion(
             text="".join(pieces),
@@ -227,6 +251,16 @@ class RemoteGenerator(Generator):
             first_token_s=first if first is not None else total,
             decode_s=total - (first if first is not None else total),
         )
+
+    def _check_finished(self, finish: object) -> None:
+        """A stream that ends without a ``finish_reason`` was cut short by the server (an
+        answer taken for a whole one would be silently truncated, often empty)."""
+        if finish is None:
+            raise self._unavailable(
+                "ended the answer before it finished (no finish_reason); llama-cpp-python's "
+                "server does that to a request when another arrives unless it runs with "
+                "`--interrupt_requests false` (as `rag serve-model` starts it)"
+            )
 
     def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:
         return []  # see the module docstring: no portable way to score a given reply

@@ -25,10 +25,20 @@ def make_splitter(chunk_size: int, chunk_overlap: int) -> RecursiveCharacterText
 
 
 def chunk_article(
-    source: str, original: str, *, chunk_size: int = 900, chunk_overlap: int = 150
+    source: str,
+    original: str,
+    *,
+    chunk_size: int = 900,
+    chunk_overlap: int = 150,
+    title: str = "",
+    date: str = "",
 ) -> tuple[CleanDocument, list[Chunk]]:
-    """Clean ``original`` (the file's text) and cut it into chunks named after ``source``."""
+    """Clean ``original`` (the file's text, or the text extracted from it) and cut it into
+    chunks named after ``source``. ``title``/``date`` (from a page's metadata) win over what
+    the cleaner reads off the text."""
     doc = clean_article(original)
+    title = title or doc.title
+    date = date or doc.date
     if not doc.text.strip():
         return doc, []
     chunks: list[Chunk] = []
@@ -50,8 +60,8 @@ def chunk_article(
                 end=e,
                 text=text,
                 hash=digest,
-                title=doc.title,
-                date=doc.date,
+                title=title,
+                date=date,
             )
         )
     return doc, chunks

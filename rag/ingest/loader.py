@@ -1,11 +1,15 @@
-"""Read article files safely: UTF-8 text only; anything else is reported, never half-ingested."""
+"""Read article files safely: UTF-8 text here (converted formats in ``rag.ingest.formats``);
+anything else is reported, never half-ingested."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-SUPPORTED_SUFFIXES = {".txt", ".md"}
+TEXT_SUFFIXES = {".txt", ".md"}
+#: Converted to text on ingest (rag.ingest.formats); citations point into the extracted text.
+CONVERTED_SUFFIXES = {".html", ".htm", ".pdf", ".docx"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | CONVERTED_SUFFIXES
 MAX_FILE_BYTES = 20 * 1024 * 1024
 
 
@@ -22,8 +26,8 @@ class ArticleFile:
 
 def decode_article(name: str, data: bytes) -> str:
     """Return the file's text exactly (offsets are into this string) or raise UnreadableFile."""
-    if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise UnreadableFile(f"{name}: only .txt and .md files are indexed")
+    if Path(name).suffix.lower() not in TEXT_SUFFIXES:
+        raise UnreadableFile(f"{name}: not a plain-text file (.txt or .md)")
     if len(data) > MAX_FILE_BYTES:
         raise UnreadableFile(f"{name}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
     if b"\x00" in data:

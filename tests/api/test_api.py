@@ -118,7 +118,7 @@ def test_writes_require_the_key_when_one_is_set(settings: Settings, rag: RAG) ->
     with TestClient(create_app(settings, rag=rag)) as c:
         files = {"file": ("k.txt", "Nội dung".encode(), "text/plain")}
         r = c.post("/v1/documents", files=files)
-        assert r.status_code == 401 and r.json() == {"detail": "Unauthorized"}
+        assert r.status_code == 401 and r.json() == {"detail": "Unauthorized", "status": 401}
         bad = c.post("/v1/documents", files=files, headers={"Authorization": "Bearer nope"})
         assert bad.status_code == 401
         ok = c.post("/v1/documents", files=files, headers={"Authorization": "Bearer s3cret"})

@@ -1,6 +1,7 @@
 """Bad input: the API fuzzed from its own OpenAPI schema, then hand-picked hostile questions and
-uploads. Nothing may produce a 5xx; refusals are 4xx with a reason; nothing is lost or written
-outside the corpus folder."""
+uploads. Nothing may produce a 5xx; every response is one the schema documents (status, content
+type, body); refusals are 4xx with a reason; nothing is lost or written outside the corpus
+folder."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from schemathesis.generation.modes import GenerationMode
 
 from api.main import create_app
@@ -31,6 +37,13 @@ from tests.live_server import live_server
 
 ROOT = Path(__file__).resolve().parents[2]
 Q170 = "Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?"
+#: What a peer tool checks: no 5xx, and each response is what the schema documents.
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 def _operations() -> list[tuple[str, str]]:
@@ -62,8 +75,11 @@ def api_schema(fuzz_app: FastAPI) -> Any:
 
 
 @pytest.mark.parametrize(("method", "path"), _operations())
-def test_fuzzing_the_schema_finds_no_server_error(api_schema: Any, method: str, path: str) -> None:
-    """Valid and invalid requests generated from the schema (30 per operation, same every run)."""
+def test_fuzzing_the_schema_finds_no_server_error_and_no_undocumented_response(
+    api_schema: Any, method: str, path: str
+) -> None:
+    """Valid and invalid requests generated from the schema (30 per operation, same every run);
+    each response must be documented: its status, content type and body schema."""
     operation = api_schema[path][method]
     cases = st.one_of(
         operation.as_strategy(GenerationMode.POSITIVE),
@@ -80,7 +96,7 @@ def test_fuzzing_the_schema_finds_no_server_error(api_schema: Any, method: str, 
     )
     def fuzz(case: Any) -> None:
         response = case.call()
-        case.validate_response(response, checks=[not_a_server_error])
+        case.validate_response(response, checks=CHECKS)
 
     fuzz()
 
@@ -313,12 +329,13 @@ def test_paths_cannot_leave_their_folders(client: TestClient, path: str) -> None
 
 # --- every schemathesis phase, as a peer tool runs it --------------------------------------------
 def _schemathesis(url: str, report: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    """`schemathesis run` over real HTTP, all four phases, bounded in examples and time."""
+    """`schemathesis run` over real HTTP, all four phases and the conformance checks, bounded
+    in examples and time."""
     exe = Path(sys.executable).with_name("schemathesis")
     cmd = [
         str(exe), "run", f"{url}/openapi.json",
         "--phases", "examples,coverage,fuzzing,stateful",
-        "--checks", "not_a_server_error",
+        "--checks", ",".join(check.__name__ for check in CHECKS),
         "--max-examples", "15", "--max-time", "120", "--seed", "7",
         "--request-timeout", "20", "--warnings", "off",
         "--report", "junit", "--report-junit-path", str(report),

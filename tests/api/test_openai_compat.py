@@ -346,7 +346,8 @@ def test_document_text_matches_the_citations(tc: TestClient, corpus: Path) -> No
         r = tc.get(f"/v1/documents/{c['source']}")
         assert r.status_code == 200
         doc = r.json()
-        assert set(doc) == {"name", "title", "date", "text"}
+        assert set(doc) == {"name", "title", "date", "author", "text_source", "pages", "text"}
+        assert doc["text_source"] == "file" and doc["pages"] == []
         assert doc["name"] == c["source"]
         assert doc["text"] == _original(corpus, c["source"])
         assert doc["text"][c["start"] : c["end"]] == c["text"]

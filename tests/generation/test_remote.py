@@ -91,7 +91,7 @@ def test_the_model_name_is_asked_once_when_not_configured() -> None:
         if req.url.path == "/v1/models":
             return httpx.Response(200, json={"data": [{"id": "qwen-1.5b"}]})
         assert json.loads(req.content)["model"] == "qwen-1.5b"
-        return httpx.Response(200, content=sse(chunk("x")))
+        return httpx.Response(200, content=sse(chunk("x", finish="stop")))
 
     g = engine(handler, model="")
     for _ in range(2):
@@ -123,7 +123,7 @@ def test_a_connection_that_recovers_within_the_retries_answers() -> None:
         attempts += 1
         if attempts < 2:
             raise httpx.ConnectError("refused", request=req)
-        return httpx.Response(200, content=sse(chunk("ok")))
+        return httpx.Response(200, content=sse(chunk("ok", finish="stop")))
 
     g = engine(handler, retries=2)
     assert g.complete(MESSAGES, max_tokens=3).text == "ok"
@@ -191,3 +191,34 @@ def test_a_caller_that_went_away_stops_the_stream() -> None:
             if len(got) == 3:
                 flag.set = True
     assert len(got) == 3
+
+
+def test_a_server_that_refuses_logprobs_is_asked_without_them_from_then_on() -> None:
+    bodies: list[dict] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        body = json.loads(req.content)
+        bodies.append(body)
+        if "logprobs" in body:
+            return httpx.Response(400, json={"error": {"message": "unknown field logprobs"}})
+        return httpx.Response(200, content=sse(chunk("25"), chunk("", finish="stop")))
+
+    g = engine(handler)
+    assert g.complete(MESSAGES, max_tokens=5).text == "25"
+    assert g.complete(MESSAGES, max_tokens=5).token_logprobs == []
+    assert ["logprobs" in b for b in bodies] == [True, False, False]
+    assert g.state().state == "ready"
+
+
+def test_a_stream_cut_short_by_the_server_is_an_error_not_an_empty_answer() -> None:
+    """llama-cpp-python's server, by default, ends a streaming answer with [DONE] and no
+    finish_reason when another request arrives: taken as whole, the answer would be empty."""
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=sse(chunk("Hà")))  # [DONE], no finish_reason
+
+    g = engine(handler)
+    with pytest.raises(EngineUnavailable, match=r"before it finished.*interrupt_requests"):
+        g.complete(MESSAGES, max_tokens=5)
+    with pytest.raises(EngineUnavailable, match="before it finished"):
+        list(g.stream_chat(MESSAGES, max_tokens=5, temperature=0))
