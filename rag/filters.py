@@ -7,13 +7,11 @@ only, so a filtered search still returns ``k`` passages when the allowed article
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
-
-from rag.types import Chunk
 
 _DMY = re.compile(r"^\s*(\d{1,2})/(\d{1,2})/(\d{4})\s*$")
 _ISO = re.compile(r"^\s*(\d{4})-(\d{2})-(\d{2})")
@@ -78,21 +76,24 @@ class SearchFilter:
                     "GET /v1/documents (or `rag documents list`) lists them"
                 )
 
-    def allows(self, chunk: Chunk) -> bool:
-        if self.sources is not None and chunk.source not in self.sources:
+    def allows(self, source: str, article_date_text: str) -> bool:
+        """Whether an article (file name, its date as indexed) may be searched."""
+        if self.sources is not None and source not in self.sources:
             return False
         if self.date_from is None and self.date_to is None:
             return True
-        d = article_date(chunk.date)
+        d = article_date(article_date_text)
         if d is None:
             return False
         if self.date_from is not None and d < self.date_from:
             return False
         return not (self.date_to is not None and d > self.date_to)
 
-    def rows(self, chunks: Sequence[Chunk]) -> np.ndarray:
-        """The allowed rows of a chunk table, ascending."""
-        return np.fromiter((i for i, c in enumerate(chunks) if self.allows(c)), dtype=np.int64)
+    def rows(self, files: Mapping[str, str], rows_of: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The allowed rows, ascending: decided per article (``files``: name → date; a chunk
+        carries its article's date), the rows taken from ``rows_of`` (name → its rows)."""
+        parts = [rows_of[n] for n, d in files.items() if n in rows_of and self.allows(n, d)]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
     def describe(self) -> dict[str, object]:
         out: dict[str, object] = {}

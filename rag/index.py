@@ -73,6 +73,7 @@ class CorpusIndex:
     _bm25: Any = None
     vocabulary: set[str] = field(default_factory=set)
     _rows: dict[str, list[int]] | None = None
+    _by_source: dict[str, np.ndarray] | None = None
     #: The extracted text of each converted file, by file name (plain-text files: none).
     texts: dict[str, str] = field(default_factory=dict)
 
@@ -98,6 +99,15 @@ class CorpusIndex:
                 rows.setdefault(c.hash, []).append(i)
             self._rows = rows
         return self._rows
+
+    def rows_by_source(self) -> dict[str, np.ndarray]:
+        """The rows of each article, ascending (built once per generation)."""
+        if self._by_source is None:
+            rows: dict[str, list[int]] = {}
+            for i, c in enumerate(self.chunks):
+                rows.setdefault(c.source, []).append(i)
+            self._by_source = {n: np.asarray(r, dtype=np.int64) for n, r in rows.items()}
+        return self._by_source
 
     def dense(
         self,

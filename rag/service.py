@@ -216,7 +216,7 @@ class RAG:
                     log.warning("skipped %s", exc)
                     continue
                 target = data_dir / name
-                if target.exists() and target.read_bytes() != src.read_bytes():
+                if target.exists() and target.read_bytes() != data:
                     self.trash.move_aside(target, reason=f"replaced by ingesting {src}")
                 shutil.copyfile(src, target)
             self._sync(report, rebuild=rebuild, extracted=extracted)
@@ -303,6 +303,14 @@ class RAG:
         keep_rows: list[int] = []
         new_chunks = []
         seen: set[str] = set()
+
+        def keep(name: str, record: FileRecord) -> None:
+            """Serve an article as the previous generation indexed it."""
+            files[name] = record
+            if name in old.texts:
+                texts[name] = old.texts[name]
+            keep_rows.extend(old_by_file.get(name, []))
+
         for path in discover([s.data_dir]):
             name = path.name
             if name in seen:
@@ -313,10 +321,7 @@ class RAG:
             sha = hashlib.sha256(data).hexdigest()
             prev = old.files.get(name)
             if prev is not None and prev.sha256 == sha:
-                files[name] = prev
-                if name in old.texts:
-                    texts[name] = old.texts[name]
-                keep_rows.extend(old_by_file.get(name, []))
+                keep(name, prev)
                 report.unchanged.append(name)
                 continue
             try:
@@ -325,10 +330,7 @@ class RAG:
                 report.skipped[name] = str(exc)
                 log.warning("skipped %s", exc)
                 if prev is not None:  # keep serving the last good version
-                    files[name] = prev
-                    if name in old.texts:
-                        texts[name] = old.texts[name]
-                    keep_rows.extend(old_by_file.get(name, []))
+                    keep(name, prev)
                 continue
             doc, chunks = chunk_article(
                 name, article.text, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap,
@@ -384,7 +386,10 @@ class RAG:
         index = self.index
         if not index.chunks:
             return []
-        allowed = filters.rows(index.chunks) if filters is not None else None
+        allowed = None
+        if filters is not None:
+            dates = {n: r.date for n, r in index.files.items()}
+            allowed = filters.rows(dates, index.rows_by_source())
         query = nfc(query)
         depth = max(4 * k, 30)
         dense = index.dense(self.embedder.embed_query(query), depth, self.vectors, allowed)

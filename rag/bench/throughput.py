@@ -5,7 +5,6 @@ and for a model server (llama-cpp-python's, ``rag.generation.model_server``) in 
 from __future__ import annotations
 
 import contextlib
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.bench.options import ROOT
-from rag.bench.server import _die_with_parent, _free_port
+from rag.bench.server import _die_with_parent, _free_port, stop
 from rag.bench.stats import _round, dist
 
 
@@ -56,13 +55,7 @@ def model_server(
                 time.sleep(0.2)
             yield url
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=30)
+            stop(proc)
 
 
 def ask_throughput(
