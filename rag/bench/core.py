@@ -51,8 +51,9 @@ from rag.bench.pieces import (
 from rag.bench.report import targets
 from rag.bench.server import http_evidence, serve, startup_parts
 from rag.bench.stats import _clean, _ms, _round, decode_rate, dist, latency_block, over_runs
-from rag.bench.variants import LookupEmbedder, base_variant, knobs, weights_key
+from rag.bench.variants import base_variant, knobs, weights_key
 from rag.embedding import Embedder, SentenceTransformerEmbedder, Vectors
+from rag.embedding.lookup import LookupEmbedder
 from rag.evaluation.metrics import percentile
 from rag.evaluation.report import _git
 from rag.evaluation.runner import GoldItem, load_gold
