@@ -21,19 +21,10 @@ from live_server import live_server as serve
 from api.main import STATIC, create_app
 from rag.service import RAG
 from rag.settings import Settings
+from tests.browser import launched
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 Q170 = "Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?"
 SOURCE = "003_1f44b7b7ded05db5.txt"
 FOLLOW_UP = "Quan hệ đối ngoại được mở rộng thế nào?"
@@ -47,21 +38,8 @@ def base_url(settings: Settings, rag: RAG) -> Iterator[str]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium; "
-            "install it with `apt-get update && apt-get install -y chromium`"
-        )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the browser tests need Playwright: `.venv/bin/pip install playwright==1.65.2`")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with launched() as b:
+        yield b
 
 
 class PageWatch:

@@ -18,12 +18,10 @@ from api.main import create_app
 from rag.ingest.formats import extract_article
 from rag.service import RAG
 from rag.settings import Settings
+from tests.browser import CHROMIUM_ARGS, chromium_path, launched
 from tests.documents import NAMES, article, make_pdf, measure, news_page
 from tests.live_server import live_server as serve
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]  # fmt: skip
 Q170 = "Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?"
 TXT = "003_1f44b7b7ded05db5.txt"
 PDF = "ngoai-giao-kinh-te-2024.pdf"
@@ -33,21 +31,13 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture
 def chromium() -> Path:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get update && apt-get install -y chromium`")
-    return CHROMIUM
+    return chromium_path()
 
 
 @pytest.fixture
-def browser(chromium: Path) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(chromium), args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+def browser() -> Iterator[Any]:
+    with launched() as b:
+        yield b
 
 
 def test_the_chat_page_highlights_a_pdf_citation_in_its_extracted_text(
@@ -92,7 +82,7 @@ def test_a_page_as_chromium_serialises_it_is_extracted_whole(
     src = tmp_path / "page.html"
     src.write_text(news_page(a), encoding="utf-8")
     dom = subprocess.run(
-        [str(chromium), "--headless", *ARGS, "--dump-dom", src.as_uri()],
+        [str(chromium), "--headless", *CHROMIUM_ARGS, "--dump-dom", src.as_uri()],
         capture_output=True, check=True, timeout=60,
     ).stdout  # fmt: skip
     got = extract_article("saved.html", dom)
