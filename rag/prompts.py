@@ -37,12 +37,28 @@ def format_passages(passages: list[Passage]) -> str:
     return "\n\n".join(f"[{i}]\n{p.chunk.text}" for i, p in enumerate(passages, 1))
 
 
+def labels(english: bool) -> tuple[str, str]:
+    """The headers of the passages and of the question."""
+    return ("Passages", "Question") if english else ("Các đoạn trích", "Câu hỏi")
+
+
+def prefix_messages(passage_text: str, *, english: bool) -> tuple[list[ChatMessage], list[str]]:
+    """The start every prompt shares whose first passage is ``passage_text`` (the part a stored
+    model state stands for, see ``Generator.prepare_prefixes``) and the texts that may follow
+    it in ``build_messages``: the next passage's number or the question."""
+    label_p, label_q = labels(english)
+    messages: list[ChatMessage] = [
+        {"role": "system", "content": SYSTEM_EN if english else SYSTEM_VI},
+        {"role": "user", "content": f"{label_p}:\n\n[1]\n{passage_text}"},
+    ]
+    return messages, ["\n\n[2]\n", f"\n\n{label_q}: "]
+
+
 def build_messages(
     question: str, passages: list[Passage], *, english: bool, history: list[ChatMessage]
 ) -> list[ChatMessage]:
     system = SYSTEM_EN if english else SYSTEM_VI
-    label_q = "Question" if english else "Câu hỏi"
-    label_p = "Passages" if english else "Các đoạn trích"
+    label_p, label_q = labels(english)
     messages: list[ChatMessage] = [{"role": "system", "content": system}]
     # Earlier turns are kept short: their answers only, so the prompt stays small.
     for turn in history[-4:]:

@@ -252,6 +252,7 @@ def describe(reading: Reading) -> dict[str, Any]:
         "signals": reading.signals,
         "prompt_tokens": c.prompt_tokens if c else 0,
         "cached_tokens": c.cached_tokens if c else 0,
+        "state_tokens": c.state_tokens if c else 0,
         "generated_tokens": len(c.token_logprobs) if c else 0,
         # Prompt reading alone: what the first token cost when the draft was streamed as made.
         "engine_first_token_ms": c.first_token_s * 1000 if c else 0.0,

@@ -17,19 +17,20 @@ from typing import Literal
 
 import numpy as np
 
-from rag.context import SentenceScorer, evidence_sentences, sentences
+from rag.context import SentenceScorer, evidence_sentences, sentences, top_passage_evidence
 from rag.diacritics import DiacriticRestorer
 from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from rag.filters import FilterError, SearchFilter
 from rag.generation import ChatMessage, Generator
 from rag.generation.factory import load_generator
+from rag.generation.states import StateReport
 from rag.grounding import support, unknown_terms
 from rag.index import CorpusIndex, FileRecord, IndexError_, IndexStore
 from rag.ingest.chunking import chunk_article
 from rag.ingest.formats import ArticleText, extract_article, page_of, text_source
 from rag.ingest.loader import SUPPORTED_SUFFIXES, UnreadableFile, decode_article, discover
 from rag.models import resolve
-from rag.prompts import NOT_FOUND_EN, NOT_FOUND_VI, build_messages
+from rag.prompts import NOT_FOUND_EN, NOT_FOUND_VI, build_messages, prefix_messages
 from rag.reader import Reader, describe
 from rag.settings import Settings
 from rag.text import looks_english, nfc
@@ -157,6 +158,13 @@ class RAG:
                 self._generator = load_generator(self.settings)
             return self._generator
 
+    def use_generator(self, generator: Generator) -> None:
+        """Answer with ``generator`` (loaded elsewhere, e.g. while the embedder loaded)."""
+        with self._generator_lock:
+            if self._generator is not None and self._generator is not generator:
+                self._generator.close()
+            self._generator = generator
+
     def engine_state(self) -> dict[str, object]:
         """The answer engine's state for health checks (never loads it)."""
         gen = self._generator
@@ -238,6 +246,7 @@ class RAG:
                 self.trash.move_aside(target, reason="replaced by an upload")
             tmp.replace(target)
             self._sync(report, extracted={(name, hashlib.sha256(data).hexdigest()): article})
+        self._states_after_write(report)
         return report
 
     def delete_document(self, name: str) -> IngestReport:
@@ -251,6 +260,7 @@ class RAG:
             if target.exists():
                 self.trash.move_aside(target, reason="deleted")
             self._sync(report)
+        self._states_after_write(report)
         return report
 
     def trashed(self) -> list[TrashEntry]:
@@ -272,7 +282,21 @@ class RAG:
                 self.trash.move_aside(target, reason=f"replaced by restoring {entry.id}")
             self.trash.take_back(entry, target)
             self._sync(report)
+        self._states_after_write(report)
         return report
+
+    def _states_after_write(self, report: IngestReport) -> None:
+        """Passage states follow the index: new chunks get theirs, gone ones lose theirs.
+        A failure here loses nothing (the index is already written); it is logged and the
+        next `rag ingest` retries."""
+        if not self.settings.passage_states_mb or not (
+            report.added or report.updated or report.removed
+        ):
+            return
+        try:
+            self.prepare_states()
+        except Exception as exc:
+            log.warning("passage states not updated (%s); `rag ingest` rebuilds them", exc)
 
     def purge_document(self, key: str) -> TrashEntry:
         """Delete a trashed article for good."""
@@ -439,6 +463,26 @@ class RAG:
                 while len(self._sentence_vecs) > SENTENCE_CACHE:
                     self._sentence_vecs.popitem(last=False)
 
+    def prepare_states(self) -> StateReport | None:
+        """Precompute the answer model's state after the instructions and each indexed
+        passage (Vietnamese and English instructions), keep those already stored, drop those
+        of passages gone or changed. None when passage states are off
+        (``passage_states_mb = 0``) or the engine keeps none (a remote model server)."""
+        if not self.settings.passage_states_mb or not self.index.chunks:
+            return None
+        prefixes: list[list[ChatMessage]] = []
+        tails: list[str] = []
+        for english in (False, True):
+            for c in self.index.chunks:
+                messages, tails_ = prefix_messages(c.text, english=english)
+                prefixes.append(messages)
+                tails += [t for t in tails_ if t not in tails]
+        report = self.generator.prepare_prefixes(prefixes, tails=tails)
+        if report is not None:
+            for message in report.messages:
+                log.warning("%s", message)
+        return report
+
     def embed_sentences(self) -> int:
         """Embed every sentence of the index now (the evidence step otherwise embeds each
         passage's sentences the first time a question retrieves it). Returns how many the
@@ -602,10 +646,17 @@ class RAG:
         # What the model reads: an unaccented question gets its diacritics back from the corpus.
         q_read = q if english else self.restorer().restore(q)
         # Evidence: the retrieved passages' sentences that best match the question.
-        picked = evidence_sentences(
-            passages, q_read, budget=s.context_chars, max_sentences=s.context_sentences,
-            similarity=self._sentence_similarity(q_read),
-        )  # fmt: skip
+        if s.evidence_layout == "top-passage":
+            picked = top_passage_evidence(
+                passages, q_read, budget=s.context_rest_chars,
+                max_sentences=max(1, s.context_sentences - 2),
+                similarity=self._sentence_similarity(q_read),
+            )  # fmt: skip
+        else:
+            picked = evidence_sentences(
+                passages, q_read, budget=s.context_chars, max_sentences=s.context_sentences,
+                similarity=self._sentence_similarity(q_read),
+            )  # fmt: skip
         context = [_narrow(p) for p in picked]
         not_found = NOT_FOUND_EN if english else NOT_FOUND_VI
         best = max((getattr(p, "dense_score", 0.0) for p in passages), default=0.0)
@@ -629,6 +680,7 @@ class RAG:
         )  # fmt: skip
         if reading.completion is not None:
             timings.prompt_tokens = reading.completion.prompt_tokens
+            timings.state_tokens = reading.completion.state_tokens
             done = reading.completion
             # Tokens of answer text (the end-of-turn token closes it but says nothing).
             timings.generated_tokens = len(done.token_logprobs) - (1 if done.finished else 0)

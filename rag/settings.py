@@ -139,6 +139,26 @@ class Settings(BaseSettings):
         description="Character budget of the evidence sentences in the prompt (prompt length "
         "sets the wait for the first token).",
     )
+    evidence_layout: Literal["sentences", "top-passage"] = Field(
+        "sentences",
+        description="What the answer model reads: 'sentences' — the best sentences of the "
+        "top_k passages (context_chars); 'top-passage' — the top passage whole, then the best "
+        "sentences of the others (context_rest_chars), so the prompt starts with a prefix a "
+        "stored passage state can stand for (passage_states_mb).",
+    )
+    context_rest_chars: int = Field(
+        500,
+        ge=0,
+        description="With evidence_layout=top-passage: character budget of the sentences from "
+        "the other passages.",
+    )
+    passage_states_mb: int = Field(
+        0,
+        ge=0,
+        description="Disk budget for precomputed answer-model states after the instructions "
+        "and each passage (about 10 MB per passage for the default model; 0 turns them off). "
+        "Built by `rag ingest`, kept per model and prompt; least recently used go first.",
+    )
     hybrid: bool = Field(True, description="Fuse BM25 with dense search (reciprocal rank).")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
     confidence_threshold: float | None = Field(
@@ -185,6 +205,10 @@ class Settings(BaseSettings):
         description="Also require a Bearer key from `api_keys` for reads (/v1/ask, /v1/search, "
         "/v1/chat/completions, GET /v1/documents); with no keys set, reads are then refused.",
     )
+
+    @property
+    def states_path(self) -> Path:
+        return self.index_dir / "states"
 
     @property
     def trash_path(self) -> Path:

@@ -82,6 +82,11 @@ class Timings(BaseModel):
     total: float = Field(0.0, description="Milliseconds for the whole request.")
     generated_tokens: int = Field(0, description="Number of tokens the answer model produced.")
     prompt_tokens: int = Field(0, description="Number of tokens in the prompt.")
+    state_tokens: int = Field(
+        0,
+        description="Prompt tokens read back from a precomputed passage state instead of "
+        "being read by the model (0: none; see setting passage_states_mb).",
+    )
     decode: float = Field(
         0.0, description="Milliseconds the answer model spent generating, after reading the prompt."
     )

@@ -66,3 +66,18 @@ def test_similarity_finds_the_sentence_no_word_of_the_question_shares() -> None:
         [_p(text)], "which city", budget=60, max_sentences=1, similarity=similarity
     )
     assert found[0].chunk.text == "Đích đến là Battambang."
+
+
+def test_the_top_passage_layout_gives_it_whole_then_sentences_of_the_others() -> None:
+    from rag.context import top_passage_evidence
+
+    items = top_passage_evidence(
+        [_p(TEXT), _p(OTHER, "g.txt")], "Việt Nam ký bao nhiêu thỏa thuận với Hoa Kỳ?",
+        budget=60, max_sentences=2,
+    )  # fmt: skip
+    assert items[0].chunk.text == TEXT  # whole, first: the prefix a stored state stands for
+    rest = [p.chunk.text for p in items[1:]]
+    assert rest and all(t in OTHER for t in rest)
+    assert any("Việt Nam ký 25 thỏa thuận với Hoa Kỳ." in t for t in rest)
+    assert sum(map(len, rest)) <= 60
+    assert top_passage_evidence([], "x", budget=60, max_sentences=2) == []

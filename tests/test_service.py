@@ -180,3 +180,34 @@ def test_embed_sentences_fills_the_cache_the_evidence_step_reads(rag: RAG) -> No
     before = dict(rag._sentence_vecs)
     rag.ask("Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?")
     assert rag._sentence_vecs.keys() == before.keys()  # nothing left to embed at question time
+
+
+def test_passage_states_are_prepared_for_every_chunk_in_both_languages(
+    settings: Settings, fake_generator: FakeGenerator
+) -> None:
+    from rag.prompts import SYSTEM_EN, SYSTEM_VI
+
+    off = RAG(settings, HashingEmbedder(), fake_generator)
+    off.ingest()
+    assert off.prepare_states() is None and fake_generator.prefixes == []
+    on = RAG(settings.model_copy(update={"passage_states_mb": 100}), HashingEmbedder(),
+             fake_generator)  # fmt: skip
+    report = on.prepare_states()
+    n = len(on.index.chunks)
+    assert report is not None and report.computed == 2 * n
+    systems = [p[0]["content"] for p in fake_generator.prefixes]
+    assert systems.count(SYSTEM_VI) == n and systems.count(SYSTEM_EN) == n
+    bodies = {p[1]["content"].split("\n[1]\n", 1)[1] for p in fake_generator.prefixes}
+    assert bodies == {c.text for c in on.index.chunks}
+
+
+def test_the_top_passage_layout_puts_the_top_passage_first_and_whole(
+    settings: Settings, fake_generator: FakeGenerator
+) -> None:
+    rag = RAG(settings.model_copy(update={"evidence_layout": "top-passage"}), HashingEmbedder(),
+              fake_generator)  # fmt: skip
+    rag.ingest()
+    top = rag.retrieve(Q170, settings.top_k)[0]
+    rag.ask(Q170)
+    body = fake_generator.calls[-1][-1]["content"]
+    assert body.startswith(f"Các đoạn trích:\n\n[1]\n{top.chunk.text}\n\n")

@@ -72,6 +72,8 @@ def aggregate(records: Sequence[ItemRecord], *, with_answers: bool) -> dict[str,
             ]
         )
         speed["prompt_tokens"] = _p([r.prompt_tokens for r in records if r.prompt_tokens])
+        # Of those, read back from a stored passage state (0 where none matched).
+        speed["state_tokens"] = _p([r.state_tokens or 0 for r in records if r.prompt_tokens])
     out["speed"] = speed
     return out
 
@@ -276,7 +278,7 @@ def fmt(value: Any, base: Any = None, unit: str = "rate", *, compare: bool = Fal
 
 
 def _unit(path: Sequence[str]) -> str:
-    if path[0] == "questions" or "prompt_tokens" in path:
+    if path[0] == "questions" or "prompt_tokens" in path or "state_tokens" in path:
         return "count"
     if path[-1] == "tokens_per_s":
         return "tok/s"
@@ -356,6 +358,7 @@ _SUMMARY_ROWS: list[tuple[str, str, tuple[str, ...]]] = [
     ("speed", "decoding tokens/s", ("speed", "tokens_per_s")),
     ("speed", "prompt tokens p50", ("speed", "prompt_tokens", "p50")),
     ("speed", "prompt tokens p95", ("speed", "prompt_tokens", "p95")),
+    ("speed", "prompt tokens from a passage state p50", ("speed", "state_tokens", "p50")),
     ("questions", "questions", ("questions", "n")),
     ("questions", "answerable", ("questions", "answerable")),
     ("questions", "errors", ("questions", "errors")),

@@ -228,6 +228,7 @@ class ItemRecord:
     total_ms: float | None = None
     generated_tokens: int | None = None
     prompt_tokens: int | None = None
+    state_tokens: int | None = None
     decode_ms: float | None = None
     error: str | None = None
     # The reader's decision: its proposed answer, whether that was right, its confidence and
@@ -307,6 +308,7 @@ def score_answer(rec: ItemRecord, item: GoldItem, answer: Answer | None) -> None
     if answer is not None:
         t = answer.timings_ms
         rec.prompt_tokens = t.prompt_tokens
+        rec.state_tokens = t.state_tokens
         rec.decode_ms = t.decode or None
         rec.retrieval_ms = t.retrieval
         rec.first_token_ms = t.first_token

@@ -13,9 +13,12 @@ worker process that wraps either, and (later) a remote OpenAI-compatible model s
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from rag.generation.states import StateReport
 
 
 class ChatMessage(TypedDict):
@@ -61,6 +64,8 @@ class Completion:
     prompt_tokens: int = 0
     #: Prompt tokens llama.cpp could reuse from its cache (the common prefix of the last prompt).
     cached_tokens: int = 0
+    #: Prompt tokens read back from a stored state (``rag/generation/states.py``) instead.
+    state_tokens: int = 0
     #: Seconds from the call to the first generated token (prompt reading).
     first_token_s: float = 0.0
     #: Seconds spent generating after the first token.
@@ -107,6 +112,14 @@ class Generator(ABC):
         An engine that cannot score returns ``[]`` (the reader then decides without it).
         """
         return []
+
+    def prepare_prefixes(
+        self, prefixes: list[list[ChatMessage]], *, tails: Sequence[str]
+    ) -> StateReport | None:
+        """Precompute the model state after each prompt prefix (instructions + a passage), so
+        a prompt starting with one is read from there; ``tails`` are the texts that may follow
+        the last message's content. None: this engine keeps no states."""
+        return None
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` for this model (an estimate where the engine cannot tell)."""

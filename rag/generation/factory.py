@@ -22,8 +22,10 @@ def local_engine(config: dict[str, Any]) -> Generator:
 
     path = resolve(s.generator_model, s.models_dir, "generator")
     return LlamaCppGenerator(
-        Path(path), n_ctx=s.n_ctx, n_threads=s.n_threads, extra_buffers=s.extra_buffers
-    )
+        Path(path), n_ctx=s.n_ctx, n_threads=s.n_threads, extra_buffers=s.extra_buffers,
+        states_dir=s.states_path if s.passage_states_mb else None,
+        states_max_bytes=s.passage_states_mb * 1_000_000,
+    )  # fmt: skip
 
 
 def remote_engine(s: Settings) -> Generator:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from rag.generation.base import ChatMessage, Completion, Generator, collect
+from rag.generation.states import StateReport
 from rag.text import fold, words
 
 _PASSAGE = re.compile(r"^\[(\d+)\][^\n]*\n(.*?)(?=^\[\d+\]|\Z|^Câu hỏi:|^Question:)", re.M | re.S)
@@ -37,6 +38,7 @@ class FakeGenerator(Generator):
         self.calls: list[list[ChatMessage]] = []
         self.abstain_text = abstain_text or "Không tìm thấy thông tin này trong các bài viết."
         self.delay_s = delay_s
+        self.prefixes: list[list[ChatMessage]] = []
 
     def stream_chat(
         self, messages: list[ChatMessage], *, max_tokens: int, temperature: float
@@ -75,6 +77,13 @@ class FakeGenerator(Generator):
             lp = math.log(max(share, 0.01))
             out.append([lp] * len(toks) + [lp])
         return out
+
+    def prepare_prefixes(
+        self, prefixes: list[list[ChatMessage]], *, tails: Sequence[str]
+    ) -> StateReport:
+        """Records the prefixes (no model, so no state): each counts as computed."""
+        self.prefixes = [list(m) for m in prefixes]
+        return StateReport(computed=len(prefixes))
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(re.findall(r"\S+", text)))

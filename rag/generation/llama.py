@@ -26,6 +26,7 @@ import numpy as np
 
 from rag.generation.base import ChatMessage, Completion, Generator
 from rag.generation.cancel import check
+from rag.generation.states import StateReport, StateStore, engine_key, token_hash
 
 ExtraBuffers = Literal["auto", "on", "off"]
 _MARK = "\u2063RAGMARK\u2063"
@@ -95,6 +96,8 @@ class LlamaCppGenerator(Generator):
         n_ctx: int,
         n_threads: int,
         extra_buffers: ExtraBuffers = "auto",
+        states_dir: Path | None = None,
+        states_max_bytes: int = 0,
     ) -> None:
         import llama_cpp
         import llama_cpp.llama as llama_module
@@ -153,6 +156,15 @@ class LlamaCppGenerator(Generator):
         self._end_of_turn = self._find_end_of_turn()
         self.n_vocab = int(self._llm.n_vocab())
         self.last_cached_tokens = 0
+        #: Prompt tokens of the last prefill read back from a stored state (0: none used).
+        self.last_state_tokens = 0
+        #: Prefills that started from a stored state, and the prompt tokens they skipped.
+        self.state_loads = 0
+        self.state_tokens_loaded = 0
+        self.states: StateStore | None = None
+        if states_dir is not None and states_max_bytes > 0:
+            key = engine_key(model_path, getattr(llama_cpp, "__version__", "?"))
+            self.states = StateStore(states_dir / key, max_bytes=states_max_bytes)
 
     # --- prompt and tokens ----------------------------------------------------------------
     def _prompt_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
@@ -208,14 +220,115 @@ class LlamaCppGenerator(Generator):
         return n
 
     def _prefill(self, tokens: list[int]) -> np.ndarray:
-        """Put ``tokens`` in the KV cache (reusing the cached prefix); return the logits after
-        the last one."""
+        """Put ``tokens`` in the KV cache (reusing the cached prefix, or a stored state of a
+        longer prefix); return the logits after the last one."""
         llm = self._llm
         keep = min(self._cached_prefix(tokens), len(tokens) - 1)
+        self.last_state_tokens = 0
+        if self.states is not None:
+            found = self.states.longest(tokens, longer_than=keep)
+            if found is not None and self._load_state(tokens, *found):
+                keep = self.last_state_tokens = found[0]
+                self.state_loads += 1
+                self.state_tokens_loaded += keep
         self.last_cached_tokens = keep
         llm.n_tokens = keep
         llm.eval(tokens[keep:])
         return self._logits_row(-1).copy()
+
+    def _load_state(self, tokens: list[int], n: int, data: bytes) -> bool:
+        """Replace the KV cache with a stored state of ``tokens[:n]``."""
+        import ctypes
+
+        import llama_cpp
+
+        llm = self._llm
+        ctx = llm._ctx.ctx
+        llama_cpp.llama_memory_seq_rm(llm._ctx.memory, -1, -1, -1)
+        llm.n_tokens = 0
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if llama_cpp.llama_state_seq_set_data(ctx, buf, len(data), 0) != len(data):
+            llama_cpp.llama_memory_seq_rm(llm._ctx.memory, -1, -1, -1)
+            return False
+        llm.input_ids[:n] = tokens[:n]
+        llm.n_tokens = n
+        return True
+
+    def _save_state(self) -> bytes:
+        """The KV cells of sequence 0 (what the cache holds now), as bytes."""
+        import ctypes
+
+        import llama_cpp
+
+        ctx = self._llm._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        got = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
+        return bytes(buf[:got])
+
+    def prefix_tokens(self, messages: list[ChatMessage], tails: Sequence[str]) -> list[int]:
+        """The tokens every prompt shares that is ``messages`` with one of ``tails`` (or
+        nothing) appended to the last message: the part a stored state can stand for whatever
+        follows (the tokenizer may merge the end of the text with what comes next)."""
+        variants = []
+        for tail in [*tails, ""]:
+            last = {**messages[-1], "content": messages[-1]["content"] + tail}
+            variants.append(self._prompt_tokens([*messages[:-1], last]))  # type: ignore[list-item]
+        n = min(len(v) for v in variants)
+        for i in range(n):
+            if len({v[i] for v in variants}) > 1:
+                n = i
+                break
+        return variants[0][:n]
+
+    def prepare_prefixes(
+        self, prefixes: list[list[ChatMessage]], *, tails: Sequence[str]
+    ) -> StateReport:
+        """Store the state after each prefix (see ``prefix_tokens``); keep those already
+        stored, remove the stored ones no prefix needs any more, skip what the cap leaves no
+        room for."""
+        report = StateReport()
+        store = self.states
+        if store is None:
+            report.messages.append("passage states are off (setting passage_states_mb = 0)")
+            return report
+        t0 = time.perf_counter()
+        with self.lock:
+            wanted = [self.prefix_tokens(m, tails) for m in prefixes]
+            keep = {token_hash(t) for t in wanted}
+            report.removed = store.retain(keep)
+            for tokens in wanted:
+                check()
+                if store.has(tokens):
+                    report.kept += 1
+                    continue
+                self._prefill_exact(tokens)
+                data = self._save_state()
+                if store.put(tokens, data, protect=keep):
+                    report.computed += 1
+                else:
+                    report.skipped += 1
+            report.bytes = store.usage()
+        report.seconds = time.perf_counter() - t0
+        if report.skipped:
+            report.messages.append(
+                f"the state store is full ({report.bytes / 1e6:.0f} MB of "
+                f"{store.max_bytes / 1e6:.0f} MB): {report.skipped} passages have no state "
+                "and are read in full; raise passage_states_mb to keep them all"
+            )
+        return report
+
+    def _prefill_exact(self, tokens: list[int]) -> None:
+        """The KV cache holds exactly ``tokens`` (the cached prefix reused)."""
+        import llama_cpp
+
+        llm = self._llm
+        keep = min(self._cached_prefix(tokens), len(tokens))
+        llm.n_tokens = keep
+        if keep < len(tokens):
+            llm.eval(tokens[keep:])
+        llama_cpp.llama_memory_seq_rm(llm._ctx.memory, 0, len(tokens), -1)
+        llm.n_tokens = len(tokens)
 
     # --- the interface --------------------------------------------------------------------
     def stream_chat(
@@ -252,6 +365,7 @@ class LlamaCppGenerator(Generator):
                     f"exceeds the context window ({llm.n_ctx()}, setting n_ctx)"
                 )
             row = self._prefill(prompt)
+            state_tokens = self.last_state_tokens
             first_s = time.perf_counter() - t0
             out: list[int] = []
             logprobs: list[float] = []
@@ -279,6 +393,7 @@ class LlamaCppGenerator(Generator):
                 finished=finished,
                 prompt_tokens=len(prompt),
                 cached_tokens=self.last_cached_tokens,
+                state_tokens=state_tokens,
                 first_token_s=first_s,
                 decode_s=decode_s,
             )

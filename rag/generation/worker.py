@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -34,6 +34,7 @@ from rag.generation.base import (
     Generator,
 )
 from rag.generation.cancel import Cancelled, cancellation, cancelled
+from rag.generation.states import StateReport
 
 log = logging.getLogger("rag.worker")
 
@@ -423,6 +424,14 @@ class WorkerGenerator(Generator):
 
     def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:
         result: list[list[float]] = self._call("score", messages=messages, candidates=candidates)
+        return result
+
+    def prepare_prefixes(
+        self, prefixes: list[list[ChatMessage]], *, tails: Sequence[str]
+    ) -> StateReport | None:
+        result: StateReport | None = self._call(
+            "prepare_prefixes", prefixes=prefixes, tails=list(tails)
+        )
         return result
 
     def count_tokens(self, text: str) -> int:

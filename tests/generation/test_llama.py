@@ -63,3 +63,39 @@ def test_more_candidates_than_one_batch_holds(engine: LlamaCppGenerator) -> None
     assert cands[best] == "25 thỏa thuận"
     # The prompt's cache is intact afterwards: the same answer as before.
     assert "25" in engine.complete(PROMPT, max_tokens=20).text
+
+
+def test_a_stored_passage_state_gives_the_answer_a_cold_read_gives(
+    engine: LlamaCppGenerator, tmp_path: Path
+) -> None:
+    from rag.prompts import build_messages, prefix_messages
+    from rag.types import Chunk, Passage
+
+    def passage(text: str) -> Passage:
+        chunk = Chunk(id=text[:8], source="a.txt", start=0, end=len(text), text=text, hash="h")
+        return Passage(chunk=chunk, score=1.0, original_text=text)
+
+    top = "Riêng chuyến thăm Mỹ, Thủ tướng đã chứng kiến 25 thỏa thuận được ký kết."
+    other = "Hội nghị có 96 đại biểu tham dự."
+    question = "Thủ tướng chứng kiến bao nhiêu thỏa thuận?"
+    messages = build_messages(question, [passage(top), passage(other)], english=False, history=[])
+    cold = engine.complete(messages, max_tokens=16)
+
+    warm = LlamaCppGenerator(engine.model_path, n_ctx=2048, n_threads=2,
+                             states_dir=tmp_path, states_max_bytes=200_000_000)  # fmt: skip
+    try:
+        prefix, tails = prefix_messages(top, english=False)
+        report = warm.prepare_prefixes([prefix], tails=tails)
+        assert (report.computed, report.skipped) == (1, 0) and report.bytes > 0
+        again = warm.prepare_prefixes([prefix], tails=tails)
+        assert (again.computed, again.kept) == (0, 1)  # incremental: unchanged, kept
+        warm.complete([{"role": "user", "content": "xin chào"}], max_tokens=2)  # cache elsewhere
+        got = warm.complete(messages, max_tokens=16)
+        assert got.state_tokens > 40 and got.state_tokens < got.prompt_tokens
+        assert got.text == cold.text and "25" in got.text
+        # A new prompt template (or another passage) invalidates the old state.
+        gone = warm.prepare_prefixes([prefix_messages(other, english=False)[0]], tails=tails)
+        assert (gone.computed, gone.removed) == (1, 1)
+        assert warm.complete(messages, max_tokens=16).state_tokens == 0
+    finally:
+        del warm
