@@ -349,3 +349,12 @@ def test_vectors_section_reports_faiss_beside_milvus_lite(engines: Engines) -> N
     assert v["n"] == 600 and v["faiss"]["recall_at_k"] == 1.0  # flat below FLAT_LIMIT: exact
     assert v["milvus_lite"]["recall_at_k"] > 0.9
     assert "## Vector stores" in markdown(report)
+
+
+def test_the_states_section_needs_a_real_llama_engine(engines: Engines, tmp_path: Path) -> None:
+    report = run_bench(engines, options(sections=("states",)))
+    assert report["errors"] == {}
+    st = report["sections"]["states"]
+    assert st["measured"] is False and "llama.cpp" in st["why"]
+    md = write_report(report, tmp_path / "out")["md"].read_text()
+    assert "## Passage states" in md and "Not measured" in md

@@ -352,6 +352,11 @@ class Bench:
         )
         return out
 
+    def bench_states(self) -> dict[str, Any]:
+        from rag.bench.states import bench_states
+
+        return bench_states(self)
+
     def _evidence_while_generating(
         self, rag: Any, llm: Any, items: Sequence[GoldItem]
     ) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from rag.embedding import Embedder
 from rag.evaluation.runner import GoldItem
-from rag.generation import ChatMessage, Generator
+from rag.generation import ChatMessage, Completion, Generator
 from rag.settings import Settings
 from rag.types import Chunk
 
@@ -26,6 +26,20 @@ class RecordingGenerator(Generator):
     ) -> Iterator[str]:
         self.calls.append(list(messages))
         yield from self.inner.stream_chat(messages, max_tokens=max_tokens, temperature=temperature)
+
+    # The reader's own calls pass through too (without them the base class would answer them
+    # through stream_chat: no token probabilities, no scoring — not the path the service takes).
+    def complete(
+        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+    ) -> Completion:
+        self.calls.append(list(messages))
+        return self.inner.complete(messages, max_tokens=max_tokens, temperature=temperature)
+
+    def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:
+        return self.inner.score(messages, candidates)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
 
 
 def _llm(generator: Generator) -> Any:

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Asked once after a model is loaded; not a gold question, so no measured prompt is cached.
 WARMUP_QUESTION = "Các bài viết nói về những chủ đề gì?"
 SECTIONS = (
-    "evidence", "first_token", "decode", "ingest", "search", "server", "vectors", "throughput",
+    "evidence", "first_token", "states", "decode", "ingest", "search", "server", "vectors",
+    "throughput",
 )  # fmt: skip
 DEFAULT_OUT = Path("bench/reports/latest")
 
@@ -40,6 +41,8 @@ TARGETS: list[tuple[str, tuple[str, ...], str, float, str]] = [
      ("search", "recall_at_10"), ">=", 0.95, "rate"),
     ("server resident memory after questions",
      ("server", "rss_after_questions_mb", "median"), "<=", 4096.0, "MB"),
+    ("first token with passage states / naive reference (p50)",
+     ("states", "ratio_states_to_naive"), "<=", 0.25, "x"),
     ("server warm restart until /healthz answers",
      ("server", "warm_ready_s", "median"), "<=", 10.0, "s"),
 ]  # fmt: skip
@@ -57,6 +60,7 @@ class BenchOptions:
     questions: int | None = None  # evidence, first token (None: all gold questions)
     prefix_questions: int = 5  # first-token questions also asked with the prefix cache reset
     decode_questions: int = 3
+    state_questions: int = 30  # states: first token with and without passage states
     decode_tokens: int = 128
     ignore_eos: bool = True
     variants: tuple[str, ...] | None = None  # None: all (quick: QUICK_VARIANTS)
@@ -81,6 +85,7 @@ class BenchOptions:
         if quick:
             base = replace(
                 base, quick=True, repeat=1, questions=5, prefix_questions=2, decode_questions=1,
+                state_questions=3,
                 decode_tokens=24, variants=QUICK_VARIANTS, ingest_passages=8,
                 speed_only_passages=4, synthetic_chunks=6000, synthetic_queries=30,
                 server_questions=1, server_restarts=1, vector_chunks=3000,

@@ -106,6 +106,10 @@ def markdown(report: dict[str, Any]) -> str:
     if "first_token" in sec:
         lines += _md_first_token(sec["first_token"])
         lines += _md_busy(sec["first_token"])
+    if "states" in sec:
+        from rag.bench.states import markdown as md_states
+
+        lines += md_states(sec["states"])
     if "decode" in sec:
         lines += _md_decode(sec["decode"])
     if "ingest" in sec:
