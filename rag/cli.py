@@ -105,6 +105,17 @@ def ingest(
         f"{len(report.removed)}, unchanged {len(report.unchanged)}; {report.chunks} chunks "
         f"({report.embedded} embedded) in {report.seconds:.1f} s"
     )
+    if s.passage_states_mb:
+        states = rag.prepare_states()
+        if states is not None:
+            console.print(
+                f"passage states: {states.computed} computed, {states.kept} kept, "
+                f"{states.removed} removed, {states.skipped} skipped; "
+                f"{states.bytes / 1e6:.0f} MB in {states.seconds:.1f} s"
+            )
+            for message in states.messages:
+                console.print(f"[yellow]{message}[/]")
+        rag.close()
 
 
 @app.command()

@@ -158,13 +158,6 @@ class RAG:
                 self._generator = load_generator(self.settings)
             return self._generator
 
-    def use_generator(self, generator: Generator) -> None:
-        """Answer with ``generator`` (loaded elsewhere, e.g. while the embedder loaded)."""
-        with self._generator_lock:
-            if self._generator is not None and self._generator is not generator:
-                self._generator.close()
-            self._generator = generator
-
     def engine_state(self) -> dict[str, object]:
         """The answer engine's state for health checks (never loads it)."""
         gen = self._generator
