@@ -695,6 +695,17 @@ class RAG:
         trace = describe(reading)
         trace["unknown_terms"] = unknown
         answer.reader = trace
+        read = reading.completion
+        if (
+            s.passage_states_mb
+            and s.evidence_layout == "top-passage"
+            and not history
+            and (read is not None and read.prompt_tokens and not read.state_tokens)
+        ):
+            # Its top passage had no stored state (the store was full): keep one now, the
+            # least recently used making room (after the answer's last token, before "done").
+            prefix, tails = prefix_messages(context[0].chunk.text, english=english)
+            self.generator.remember_prefix(prefix, tails=tails)
         yield StreamEvent("done", answer=answer)
 
     def health(self) -> dict[str, object]:

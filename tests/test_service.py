@@ -211,3 +211,21 @@ def test_the_top_passage_layout_puts_the_top_passage_first_and_whole(
     rag.ask(Q170)
     body = fake_generator.calls[-1][-1]["content"]
     assert body.startswith(f"Các đoạn trích:\n\n[1]\n{top.chunk.text}\n\n")
+
+
+def test_a_top_passage_read_without_a_state_is_remembered(
+    settings: Settings, fake_generator: FakeGenerator
+) -> None:
+    update = {"evidence_layout": "top-passage", "passage_states_mb": 100}
+    rag = RAG(settings.model_copy(update=update), HashingEmbedder(), fake_generator)
+    rag.ingest()
+    top = rag.retrieve(Q170, settings.top_k)[0]
+    rag.ask(Q170)
+    [prefix] = fake_generator.remembered
+    assert prefix[1]["content"].endswith(f"[1]\n{top.chunk.text}")
+    # Another layout, or states off: nothing to remember.
+    for other in ({"evidence_layout": "sentences"}, {"passage_states_mb": 0}):
+        plain = RAG(settings.model_copy(update={**update, **other}), HashingEmbedder(),
+                    fake_generator)  # fmt: skip
+        plain.ask(Q170)
+    assert len(fake_generator.remembered) == 1

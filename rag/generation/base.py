@@ -121,6 +121,11 @@ class Generator(ABC):
         the last message's content. None: this engine keeps no states."""
         return None
 
+    def remember_prefix(self, messages: list[ChatMessage], *, tails: Sequence[str]) -> bool:
+        """Keep the state of prefix ``messages`` of the prompt just read, if it had none
+        stored (least recently used entries make room). False: nothing kept."""
+        return False
+
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` for this model (an estimate where the engine cannot tell)."""
         return max(1, len(text) // 3)

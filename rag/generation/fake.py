@@ -39,6 +39,7 @@ class FakeGenerator(Generator):
         self.abstain_text = abstain_text or "Không tìm thấy thông tin này trong các bài viết."
         self.delay_s = delay_s
         self.prefixes: list[list[ChatMessage]] = []
+        self.remembered: list[list[ChatMessage]] = []
 
     def stream_chat(
         self, messages: list[ChatMessage], *, max_tokens: int, temperature: float
@@ -84,6 +85,11 @@ class FakeGenerator(Generator):
         """Records the prefixes (no model, so no state): each counts as computed."""
         self.prefixes = [list(m) for m in prefixes]
         return StateReport(computed=len(prefixes))
+
+    def remember_prefix(self, messages: list[ChatMessage], *, tails: Sequence[str]) -> bool:
+        """Records the prefix; the fake keeps no state."""
+        self.remembered.append(list(messages))
+        return False
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(re.findall(r"\S+", text)))

@@ -227,10 +227,14 @@ class LlamaCppGenerator(Generator):
         self.last_state_tokens = 0
         if self.states is not None:
             found = self.states.longest(tokens, longer_than=keep)
-            if found is not None and self._load_state(tokens, *found):
-                keep = self.last_state_tokens = found[0]
-                self.state_loads += 1
-                self.state_tokens_loaded += keep
+            if found is not None:
+                if self._load_state(tokens, *found):
+                    keep = self.last_state_tokens = found[0]
+                    self.state_loads += 1
+                    self.state_tokens_loaded += keep
+                else:  # the cache was cleared for it: read the whole prompt
+                    keep = 0
+                    self.states.discard(tokens[: found[0]])
         self.last_cached_tokens = keep
         llm.n_tokens = keep
         llm.eval(tokens[keep:])
@@ -254,17 +258,28 @@ class LlamaCppGenerator(Generator):
         llm.n_tokens = n
         return True
 
-    def _save_state(self) -> bytes:
-        """The KV cells of sequence 0 (what the cache holds now), as bytes."""
+    def _save_state(self, n: int | None = None) -> bytes:
+        """The KV cells of sequence 0 (its first ``n`` positions; all without ``n``), as
+        bytes. A part is copied to a scratch sequence first (cells are shared, not copied)."""
         import ctypes
 
         import llama_cpp
 
         ctx = self._llm._ctx.ctx
-        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
-        buf = (ctypes.c_uint8 * size)()
-        got = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
-        return bytes(buf[:got])
+        memory = self._llm._ctx.memory
+        seq = 0
+        if n is not None:
+            seq = SCORE_SEQUENCES  # the last of the scoring sequences: free between calls
+            llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+            llama_cpp.llama_memory_seq_cp(memory, 0, seq, 0, n)
+        try:
+            size = llama_cpp.llama_state_seq_get_size(ctx, seq)
+            buf = (ctypes.c_uint8 * size)()
+            got = llama_cpp.llama_state_seq_get_data(ctx, buf, size, seq)
+            return bytes(buf[:got])
+        finally:
+            if seq:
+                llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
 
     def prefix_tokens(self, messages: list[ChatMessage], tails: Sequence[str]) -> list[int]:
         """The tokens every prompt shares that is ``messages`` with one of ``tails`` (or
@@ -317,6 +332,19 @@ class LlamaCppGenerator(Generator):
                 "and are read in full; raise passage_states_mb to keep them all"
             )
         return report
+
+    def remember_prefix(self, messages: list[ChatMessage], *, tails: Sequence[str]) -> bool:
+        """Keep the state of the prefix ``messages`` (see ``prefix_tokens``) of the prompt just
+        read, if that prompt was read without one: a passage that had none (the store was
+        full) gets one, the least recently used entries making room. True if stored."""
+        store = self.states
+        if store is None:
+            return False
+        with self.lock:
+            tokens = self.prefix_tokens(messages, tails)
+            if store.has(tokens) or self._cached_prefix(tokens) < len(tokens):
+                return False
+            return store.put(tokens, self._save_state(len(tokens)))
 
     def _prefill_exact(self, tokens: list[int]) -> None:
         """The KV cache holds exactly ``tokens`` (the cached prefix reused)."""

@@ -194,6 +194,10 @@ class StateStore:
                 break
         return True
 
+    def discard(self, tokens: Sequence[int]) -> None:
+        """Remove the entry for exactly ``tokens`` (one that could not be loaded)."""
+        self.remove(len(tokens), token_hash(tokens))
+
     def remove(self, n: int, digest: str) -> None:
         self._path(n, digest).unlink(missing_ok=True)
         self._forget(n, digest)

@@ -434,6 +434,10 @@ class WorkerGenerator(Generator):
         )
         return result
 
+    def remember_prefix(self, messages: list[ChatMessage], *, tails: Sequence[str]) -> bool:
+        result: bool = self._call("remember_prefix", messages=messages, tails=list(tails))
+        return result
+
     def count_tokens(self, text: str) -> int:
         result: int = self._call("count_tokens", text=text)
         return result

@@ -99,3 +99,37 @@ def test_a_stored_passage_state_gives_the_answer_a_cold_read_gives(
         assert warm.complete(messages, max_tokens=16).state_tokens == 0
     finally:
         del warm
+
+
+def test_a_full_store_keeps_the_passages_used_last(
+    engine: LlamaCppGenerator, tmp_path: Path
+) -> None:
+    from rag.prompts import build_messages, prefix_messages
+    from rag.types import Chunk, Passage
+
+    def prompt(text: str) -> list:  # type: ignore[type-arg]
+        chunk = Chunk(id="c", source="a.txt", start=0, end=len(text), text=text, hash="h")
+        p = Passage(chunk=chunk, score=1.0, original_text=text)
+        return build_messages("Bao nhiêu thỏa thuận?", [p], english=False, history=[])
+
+    a = "Thủ tướng đã chứng kiến 25 thỏa thuận được ký kết trong chuyến thăm Mỹ."
+    b = "Hội nghị có 96 đại biểu tham dự, bàn về ngoại giao kinh tế năm 2024."
+    warm = LlamaCppGenerator(engine.model_path, n_ctx=2048, n_threads=2,
+                             states_dir=tmp_path, states_max_bytes=1)  # fmt: skip
+    prefix_a, tails = prefix_messages(a, english=False)
+    prefix_b, _ = prefix_messages(b, english=False)
+    try:
+        assert warm.states is not None
+        warm.states.max_bytes = 10**9
+        warm.prepare_prefixes([prefix_a], tails=tails)
+        warm.states.max_bytes = int(warm.states.usage() * 1.5)  # room for one state, not two
+        report = warm.prepare_prefixes([prefix_a, prefix_b], tails=tails)
+        assert (report.kept, report.skipped) == (1, 1) and report.messages  # full: said so
+        assert warm.complete(prompt(b), max_tokens=4).state_tokens == 0  # b was skipped
+        assert warm.remember_prefix(prefix_b, tails=tails)  # a, not used since, makes room
+        warm.complete([{"role": "user", "content": "xin chào"}], max_tokens=2)
+        assert warm.complete(prompt(b), max_tokens=4).state_tokens > 0
+        warm.complete([{"role": "user", "content": "xin chào"}], max_tokens=2)
+        assert warm.complete(prompt(a), max_tokens=4).state_tokens == 0
+    finally:
+        del warm
