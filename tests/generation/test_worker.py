@@ -140,3 +140,9 @@ def test_a_script_without_a_main_guard_can_use_the_worker(tmp_path: Path) -> Non
     assert run.returncode == 0, run.stderr[-2000:]
     [line] = [ln for ln in run.stdout.splitlines() if ln.startswith("ANSWER")]
     assert "170" in line and line.endswith("ready")
+
+
+def test_passage_state_calls_reach_the_engine_in_the_worker(worker: WorkerGenerator) -> None:
+    report = worker.prepare_prefixes([PROMPT, PROMPT[:1]], tails=["\n\n[2]\n"])
+    assert report is not None and report.computed == 2  # the fake counts what it was given
+    assert worker.remember_prefix(PROMPT, tails=[]) is False  # the fake keeps no state
