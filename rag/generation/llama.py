@@ -317,6 +317,9 @@ class LlamaCppGenerator(Generator):
                 if store.has(tokens):
                     report.kept += 1
                     continue
+                if report.skipped:  # full: every entry left is one that is wanted
+                    report.skipped += 1
+                    continue
                 self._prefill_exact(tokens)
                 data = self._save_state()
                 if store.put(tokens, data, protect=keep):

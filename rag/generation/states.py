@@ -17,6 +17,7 @@ that does not fit is skipped, not forced in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -74,6 +75,7 @@ class StateStore:
         folder.mkdir(parents=True, exist_ok=True)
         #: token count -> hashes of the entries with that many tokens
         self._index: dict[int, set[str]] = {}
+        self._bytes = 0  # what the entries take on disk, kept up to date (no scan per write)
         self._seen = -1
         self._refresh()
 
@@ -88,11 +90,22 @@ class StateStore:
             return
         self._seen = stamp
         index: dict[int, set[str]] = {}
+        total = 0
         for path in self.folder.glob(f"*{_SUFFIX}"):
             parsed = _parse_name(path.name)
             if parsed:
+                try:
+                    total += path.stat().st_size
+                except OSError:
+                    continue
                 index.setdefault(parsed[0], set()).add(parsed[1])
         self._index = index
+        self._bytes = total
+
+    def _wrote(self) -> None:
+        """This process changed the folder: its own index is current, no re-read needed."""
+        with contextlib.suppress(OSError):
+            self._seen = self.folder.stat().st_mtime_ns
 
     def _path(self, n: int, digest: str) -> Path:
         return self.folder / f"{n}-{digest}{_SUFFIX}"
@@ -102,13 +115,8 @@ class StateStore:
 
     def usage(self) -> int:
         """Bytes the entries take on disk."""
-        total = 0
-        for path in self.folder.glob(f"*{_SUFFIX}"):
-            try:
-                total += path.stat().st_size
-            except OSError:
-                continue
-        return total
+        self._refresh()
+        return self._bytes
 
     def has(self, tokens: Sequence[int]) -> bool:
         return token_hash(tokens) in self._index.get(len(tokens), set())
@@ -161,6 +169,8 @@ class StateStore:
         if need > 0 and not self._evict(need, set(protect)):
             return False
         digest = token_hash(tokens)
+        if digest in self._index.get(n, set()):
+            self.remove(n, digest)  # replaced: its bytes are counted once
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -172,6 +182,8 @@ class StateStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         self._index.setdefault(n, set()).add(digest)
+        self._bytes += size
+        self._wrote()
         return True
 
     def _evict(self, need: int, protect: set[str]) -> bool:
@@ -199,8 +211,16 @@ class StateStore:
         self.remove(len(tokens), token_hash(tokens))
 
     def remove(self, n: int, digest: str) -> None:
-        self._path(n, digest).unlink(missing_ok=True)
+        path = self._path(n, digest)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except OSError:
+            size = 0
+        if digest in self._index.get(n, set()):
+            self._bytes = max(0, self._bytes - size)
         self._forget(n, digest)
+        self._wrote()
 
     def _forget(self, n: int, digest: str) -> None:
         hashes = self._index.get(n)
