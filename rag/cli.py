@@ -86,15 +86,21 @@ def ingest(
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything from scratch.")] = False,
 ) -> None:
     """Index the corpus folder (and copy any given files into it first); incremental."""
+    from rag.index import EmbedderMismatch, IndexStore
     from rag.service import RAG
 
     s = Settings()
     try:
         if rebuild and s.index_dir.exists():
-            from rag.index import IndexStore
-
             IndexStore(s.index_dir).current_file.unlink(missing_ok=True)
-        rag = RAG.from_settings(s)
+        try:
+            rag = RAG.from_settings(s)
+        except EmbedderMismatch as exc:
+            # Vectors are derived from the articles: another embedder means embedding again.
+            console.print(f"[yellow]{exc.args[0].split(';')[0]}[/]: embedding everything again")
+            IndexStore(s.index_dir).current_file.unlink(missing_ok=True)
+            rebuild = True
+            rag = RAG.from_settings(s)
     except (ModelError, IndexError_) as exc:
         _fail(str(exc))
     report = rag.ingest(paths, rebuild=rebuild)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from rag.cpu import cpu_flags
 from rag.generation.factory import local_engine
-from rag.generation.llama import cpu_flags
 from rag.generation.worker import WorkerGenerator
 from rag.settings import Settings
 

@@ -43,6 +43,11 @@ class IndexError_(RuntimeError):
     """The index is missing, corrupt or built with another embedding model."""
 
 
+class EmbedderMismatch(IndexError_):
+    """The index was built with another embedder: its vectors cannot be searched with this
+    one (the articles are intact; ``rag ingest`` embeds them again)."""
+
+
 @dataclass
 class FileRecord:
     name: str
@@ -259,7 +264,7 @@ class IndexStore:
                 f"the index in {gen} is corrupt or unreadable ({exc}); {REBUILD_HINT}"
             ) from exc
         if expected_embedder is not None and embedder != expected_embedder:
-            raise IndexError_(
+            raise EmbedderMismatch(
                 f"the index in {self.root}/ was built with embedding model "
                 f"{embedder!r}, "
                 f"but the service is configured with {expected_embedder!r}; {REBUILD_HINT}"

@@ -19,7 +19,8 @@ import numpy as np
 
 from rag.context import SentenceScorer, evidence_sentences, sentences, top_passage_evidence
 from rag.diacritics import DiacriticRestorer
-from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
+from rag.embedding import Embedder
+from rag.embedding.factory import load_embedder
 from rag.filters import FilterError, SearchFilter
 from rag.generation import ChatMessage, Generator
 from rag.generation.factory import load_generator
@@ -29,7 +30,6 @@ from rag.index import CorpusIndex, FileRecord, IndexError_, IndexStore
 from rag.ingest.chunking import chunk_article
 from rag.ingest.formats import ArticleText, extract_article, page_of, text_source
 from rag.ingest.loader import SUPPORTED_SUFFIXES, UnreadableFile, decode_article, discover
-from rag.models import resolve
 from rag.prompts import NOT_FOUND_EN, NOT_FOUND_VI, build_messages, prefix_messages
 from rag.reader import Reader, describe
 from rag.settings import Settings
@@ -137,17 +137,7 @@ class RAG:
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> RAG:
         settings = settings or Settings()
-        embedder: Embedder
-        if settings.embedder == "fake":
-            embedder = HashingEmbedder()
-        else:
-            model = resolve(settings.embedding_model, settings.models_dir, "embedder")
-            embedder = SentenceTransformerEmbedder(
-                model,
-                n_threads=settings.n_threads,
-                batch_size=settings.embed_batch_size,
-                max_seq_length=settings.embed_max_seq_length,
-            )
+        embedder = load_embedder(settings)
         return cls(settings, embedder, None, store=IndexStore(settings.index_dir))
 
     @property

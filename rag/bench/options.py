@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from rag.bench.variants import QUICK_VARIANTS, Variant, load_variant
-from rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
+from rag.embedding import Embedder, HashingEmbedder
+from rag.embedding.factory import load_embedder
 from rag.generation import FakeGenerator, Generator
 from rag.settings import DEFAULT_GENERATOR, SMALL_GENERATOR, Settings
 
@@ -126,13 +127,7 @@ class Engines:
         from rag.models import resolve
 
         def make_embedder() -> Embedder:
-            if settings.embedder == "fake":
-                return HashingEmbedder()
-            model = resolve(settings.embedding_model, settings.models_dir, "embedder")
-            return SentenceTransformerEmbedder(
-                model, n_threads=settings.n_threads, batch_size=settings.embed_batch_size,
-                max_seq_length=settings.embed_max_seq_length,
-            )  # fmt: skip
+            return load_embedder(settings)
 
         def make_generator(model: str) -> Generator:
             if settings.generator == "fake":

@@ -73,13 +73,15 @@ import api.main
 out["import_api_and_service"] = time.perf_counter() - t0
 from rag.service import RAG
 from rag.settings import Settings
-if Settings().embedder != "fake":
+if Settings().embedder == "sentence-transformers":
     t = time.perf_counter()
     import torch, sentence_transformers
     out["import_torch_and_sentence_transformers"] = time.perf_counter() - t
 t = time.perf_counter()
 rag = RAG.from_settings(Settings())
 out["load_embedder_and_index"] = time.perf_counter() - t
+import sys
+out["torch_imported"] = "torch" in sys.modules
 t = time.perf_counter()
 rag.generator
 out["load_answer_model"] = time.perf_counter() - t
@@ -103,7 +105,8 @@ def startup_parts(env: dict[str, str], *, timeout_s: float) -> dict[str, Any]:
         return {"error": "timed out"}
     for line in r.stdout.splitlines():
         if line.startswith("STARTUP "):
-            return {k: _round(v) for k, v in json.loads(line[8:]).items()}
+            parts = json.loads(line[8:]).items()
+            return {k: v if isinstance(v, bool) else _round(v) for k, v in parts}
     return {"error": (r.stderr or r.stdout)[-500:]}
 
 

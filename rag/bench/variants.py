@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -32,7 +31,8 @@ class Variant:
 
 
 VARIANTS: tuple[Variant, ...] = (
-    Variant("fp32", "today's embedder: fp32 PyTorch, the configured max_seq_length and batch"),
+    Variant("fp32", "the PyTorch embedder (sentence-transformers, fp32), the configured "
+            "max_seq_length and batch"),
     Variant("fp32-seq256", "fp32, max_seq_length 256", max_seq_length=256),
     Variant("fp32-seq128", "fp32, max_seq_length 128", max_seq_length=128),
     Variant("int8", "torch dynamic int8 of the transformer's Linear layers", quantize="int8"),
@@ -47,8 +47,25 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("bf16", "bfloat16 weights (no AVX-512 BF16 here: expected slow)", dtype="bfloat16",
             speed_only=True),
     Variant("onnx", "ONNX Runtime, fp32 (graph exported with torch.onnx)", backend="onnx"),
-    Variant("onnx-int8", "ONNX Runtime, dynamic uint8 MatMul weights per channel",
+    Variant("onnx-int8", "ONNX Runtime, dynamic unsigned int8 MatMul weights per channel",
             backend="onnx", quantize="int8"),
+    Variant("onnx-int8-s8", "ONNX Runtime, dynamic signed int8 MatMul weights per channel "
+            "(the VNNI / AMX path)", backend="onnx", quantize="int8-s8"),
+    Variant("onnx-int8-s8-seq128", "ONNX Runtime signed int8, max_seq_length 128",
+            backend="onnx", quantize="int8-s8", max_seq_length=128),
+    Variant("onnx-int8-s8-bs4", "ONNX Runtime signed int8, batches of 4", backend="onnx",
+            quantize="int8-s8", batch_size=4),
+    Variant("onnx-int8-s8-bs8", "ONNX Runtime signed int8, batches of 8", backend="onnx",
+            quantize="int8-s8", batch_size=8),
+    Variant("onnx-int8-s8-bs4-seq192", "ONNX Runtime signed int8, batches of 4, "
+            "max_seq_length 192", backend="onnx", quantize="int8-s8", batch_size=4,
+            max_seq_length=192),
+    Variant("onnx-int8-s8-bs1", "ONNX Runtime signed int8, one passage at a time (no padding)",
+            backend="onnx", quantize="int8-s8", batch_size=1),
+    Variant("onnx-int8-s8-seq256", "ONNX Runtime signed int8, max_seq_length 256",
+            backend="onnx", quantize="int8-s8", max_seq_length=256),
+    Variant("onnx-int8-s8-seq192", "ONNX Runtime signed int8, max_seq_length 192",
+            backend="onnx", quantize="int8-s8", max_seq_length=192),
     Variant("onnx-int8-seq192", "ONNX Runtime int8, max_seq_length 192", backend="onnx",
             quantize="int8", max_seq_length=192),
     Variant("onnx-int8-seq128", "ONNX Runtime int8, max_seq_length 128", backend="onnx",
@@ -68,7 +85,7 @@ def load_variant(settings: Settings, v: Variant) -> Embedder:
     seq = v.max_seq_length or settings.embed_max_seq_length
     batch = v.batch_size or settings.embed_batch_size
     if v.backend == "onnx":
-        cache = Path(os.environ.get("RAG_BENCH_ONNX_CACHE", settings.models_dir / ".onnx-bench"))
+        cache = settings.onnx_cache_path / Path(str(model)).name  # shared with the service
         return OnnxEmbedder(Path(str(model)), n_threads=threads, batch_size=batch,
                             max_seq_length=seq, quantize=v.quantize, cache_dir=cache)  # fmt: skip
     emb = SentenceTransformerEmbedder(

@@ -46,16 +46,6 @@ def build_features(info: str | None = None) -> dict[str, bool]:
     return {k: v == "1" for k, v in re.findall(r"([A-Z0-9_]+) = (\d)", info)}
 
 
-def cpu_flags() -> set[str]:
-    """The CPU flags the kernel reports (``/proc/cpuinfo``), empty where there is none."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return set()
-    m = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
-    return set(m.group(1).split()) if m else set()
-
-
 def use_extra_buffers(choice: ExtraBuffers, info: str | None = None) -> tuple[bool, str]:
     """Whether to let llama.cpp repack weights into extra buffer types, and why."""
     if choice == "on":
