@@ -166,6 +166,31 @@ def test_choose_variant_respects_the_quality_bar() -> None:
     assert best["speedup"] == pytest.approx(3.0)
 
 
+def test_the_service_embedder_is_compared_with_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rag.cpu
+    from rag.bench.pieces import configured_speedup
+    from rag.bench.variants import VARIANTS, configured_variant
+    from rag.settings import Settings
+
+    monkeypatch.setattr(rag.cpu, "cpu_flags", lambda: {"avx2", "amx_int8"})
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert configured_variant(s) == "onnx-int8-s8"
+    monkeypatch.setattr(rag.cpu, "cpu_flags", lambda: {"avx2"})
+    assert configured_variant(s) == "onnx-int8"
+    assert configured_variant(s.model_copy(update={"embed_quantize": "none"})) == "onnx"
+    assert configured_variant(s.model_copy(update={"embedder": "fake"})) == ""
+    names = {v.name for v in VARIANTS}
+    assert {"onnx", "onnx-int8", "onnx-int8-s8", "fp32"} <= names
+
+    def res(rate: float) -> dict[str, Any]:
+        q = {"hybrid": {"file_hit@5": 0.99, "file_hit@1": 0.9}}
+        return {"measured": True, "passages_per_s": {"median": rate}, "quality": q}
+
+    mine = configured_speedup({"fp32": res(4.0), "onnx-int8": res(10.0)}, "onnx-int8")
+    assert mine is not None and mine["speedup"] == pytest.approx(2.5)
+    assert configured_speedup({"fp32": res(4.0)}, "onnx-int8") is None
+
+
 def test_bincount_bm25_matches_bm25s(rag: RAG) -> None:
     index = rag.index
     for q in ("Thủ tướng Phạm Minh Chính thăm Mỹ", "hạt điều xuất khẩu Italy"):

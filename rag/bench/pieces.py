@@ -98,6 +98,21 @@ def service_stream(
     return stamps, "".join(pieces)
 
 
+def configured_speedup(results: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """How the variant the service runs (``name``) compares with fp32."""
+    base, r = results.get("fp32"), results.get(name)
+    if not base or not r or not base.get("measured") or not r.get("measured"):
+        return None
+    rate, base_rate = dig(r, ("passages_per_s", "median")), dig(base, ("passages_per_s", "median"))
+    if not rate or not base_rate:
+        return None
+    return {"variant": name, "passages_per_s": rate, "speedup": _round(rate / base_rate),
+            "file_hit@5": dig(r, ("quality", "hybrid", "file_hit@5")),
+            "file_hit@1": dig(r, ("quality", "hybrid", "file_hit@1")),
+            "fp32_file_hit@5": dig(base, ("quality", "hybrid", "file_hit@5")),
+            "fp32_file_hit@1": dig(base, ("quality", "hybrid", "file_hit@1"))}  # fmt: skip
+
+
 def choose_variant(results: dict[str, Any]) -> dict[str, Any] | None:
     """The fastest variant whose hybrid file hit@5 is at most 0.01 below fp32's."""
     base = results.get("fp32")

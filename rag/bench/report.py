@@ -240,6 +240,12 @@ def _md_ingest(g: dict[str, Any]) -> list[str]:
                   f"{_f(best['speedup'], 'x')}× fp32 (hit@5 {_f(best['file_hit@5'], 'rate')} vs "
                   f"{_f(best['fp32_file_hit@5'], 'rate')}, hit@1 {_f(best['file_hit@1'], 'rate')} "
                   f"vs {_f(best['fp32_file_hit@1'], 'rate')})."]  # fmt: skip
+    mine = g.get("configured")
+    if mine:
+        lines += ["", f"The service's embedder (these settings): **{mine['variant']}**, "
+                  f"{_f(mine['speedup'], 'x')}× fp32 (hit@5 {_f(mine['file_hit@5'], 'rate')} vs "
+                  f"{_f(mine['fp32_file_hit@5'], 'rate')}, hit@1 {_f(mine['file_hit@1'], 'rate')} "
+                  f"vs {_f(mine['fp32_file_hit@1'], 'rate')})."]  # fmt: skip
     return lines
 
 

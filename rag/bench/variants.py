@@ -32,7 +32,8 @@ class Variant:
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("fp32", "the PyTorch embedder (sentence-transformers, fp32), the configured "
-            "max_seq_length and batch"),
+            "max_seq_length, batches of 16: the embedder before the ONNX default",
+            batch_size=16),
     Variant("fp32-seq256", "fp32, max_seq_length 256", max_seq_length=256),
     Variant("fp32-seq128", "fp32, max_seq_length 128", max_seq_length=128),
     Variant("int8", "torch dynamic int8 of the transformer's Linear layers", quantize="int8"),
@@ -72,6 +73,18 @@ VARIANTS: tuple[Variant, ...] = (
             quantize="int8", max_seq_length=128),
 )  # fmt: skip
 QUICK_VARIANTS = ("fp32", "int8")
+
+
+def configured_variant(settings: Settings) -> str:
+    """The name of the variant the service itself runs with these settings."""
+    if settings.embedder == "onnx":
+        from rag.embedding.onnx import resolve_quantize
+
+        q = resolve_quantize(settings.embed_quantize)
+        return f"onnx-{q}" if q else "onnx"
+    if settings.embedder == "sentence-transformers":
+        return "fp32" if settings.embed_batch_size == 16 else "fp32-bs4"
+    return ""  # the fake embedder is no variant
 
 
 def load_variant(settings: Settings, v: Variant) -> Embedder:

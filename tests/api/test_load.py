@@ -345,7 +345,7 @@ def load_settings(tmp: Path, engines: str) -> Settings:
         data_dir=tmp / "articles",
         index_dir=tmp / "index",
         models_dir=ROOT / "models",
-        embedder="sentence-transformers" if real else "fake",
+        embedder="onnx" if real else "fake",
         generator="llama-cpp" if real else "fake",
         generator_model=SMALL_GENERATOR,
         _env_file=None,
