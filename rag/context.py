@@ -128,3 +128,18 @@ def top_passage_evidence(
         passages[1:], question, budget=budget, max_sentences=max_sentences, similarity=similarity
     )
     return [passages[0], *rest]
+
+
+def best_last(items: list[Passage]) -> list[Passage]:
+    """Evidence items with the passages in reverse rank order (the best passage's sentences
+    last, next to the question), each passage's sentences still in reading order."""
+    groups: list[list[Passage]] = []
+    for p in items:
+        if groups and (groups[-1][0].chunk.id, groups[-1][0].chunk.source) == (
+            p.chunk.id,
+            p.chunk.source,
+        ):
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return [p for g in reversed(groups) for p in g]

@@ -17,7 +17,13 @@ from typing import Literal
 
 import numpy as np
 
-from rag.context import SentenceScorer, evidence_sentences, sentences, top_passage_evidence
+from rag.context import (
+    SentenceScorer,
+    best_last,
+    evidence_sentences,
+    sentences,
+    top_passage_evidence,
+)
 from rag.diacritics import DiacriticRestorer
 from rag.embedding import Embedder
 from rag.embedding.factory import load_embedder
@@ -640,6 +646,8 @@ class RAG:
                 passages, q_read, budget=s.context_chars, max_sentences=s.context_sentences,
                 similarity=self._sentence_similarity(q_read),
             )  # fmt: skip
+        if s.evidence_order == "best-last" and s.evidence_layout == "sentences":
+            picked = best_last(picked)
         context = [_narrow(p) for p in picked]
         not_found = NOT_FOUND_EN if english else NOT_FOUND_VI
         best = max((getattr(p, "dense_score", 0.0) for p in passages), default=0.0)

@@ -160,6 +160,12 @@ class Settings(BaseSettings):
         "sentences of the others (context_rest_chars), so the prompt starts with a prefix a "
         "stored passage state can stand for (passage_states_mb).",
     )
+    evidence_order: Literal["best-first", "best-last"] = Field(
+        "best-first",
+        description="Order of the evidence items: by passage rank, the best passage's "
+        "sentences first, or last (next to the question); sentences of one passage keep their "
+        "reading order either way.",
+    )
     context_rest_chars: int = Field(
         500,
         ge=0,

@@ -81,3 +81,23 @@ def test_the_top_passage_layout_gives_it_whole_then_sentences_of_the_others() ->
     assert any("Việt Nam ký 25 thỏa thuận với Hoa Kỳ." in t for t in rest)
     assert sum(map(len, rest)) <= 60
     assert top_passage_evidence([], "x", budget=60, max_sentences=2) == []
+
+
+def test_best_last_reverses_the_passages_not_their_sentences() -> None:
+    from dataclasses import replace
+
+    from rag.context import best_last
+
+    def item(pid: str, text: str) -> Passage:
+        p = _p(text, f"{pid}.txt")
+        return replace(p, chunk=replace(p.chunk, id=pid))
+
+    items = [
+        item("a", "A1."),
+        item("a", "A2."),
+        item("b", "B1."),
+        item("c", "C1."),
+        item("c", "C2."),
+    ]
+    assert [p.chunk.text for p in best_last(items)] == ["C1.", "C2.", "B1.", "A1.", "A2."]
+    assert best_last([]) == []
