@@ -383,3 +383,25 @@ def test_the_states_section_needs_a_real_llama_engine(engines: Engines, tmp_path
     assert st["measured"] is False and "llama.cpp" in st["why"]
     md = write_report(report, tmp_path / "out")["md"].read_text()
     assert "## Passage states" in md and "Not measured" in md
+
+
+def test_server_memory_counts_its_worker_processes() -> None:
+    import subprocess
+    import sys
+
+    from rag.bench.machine import process_tree, rss_bytes, tree_rss_bytes
+
+    code = ("import subprocess, sys, time\n"
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(20)'])\n"
+            "print(c.pid, flush=True); time.sleep(20)")  # fmt: skip
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert set(process_tree(parent.pid)) == {parent.pid, child}
+        own, child_rss, tree = rss_bytes(parent.pid), rss_bytes(child), tree_rss_bytes(parent.pid)
+        assert own and child_rss and tree and abs(tree - (own + child_rss)) < 2**20
+    finally:
+        for pid in process_tree(parent.pid)[::-1]:
+            subprocess.run(["kill", str(pid)], check=False)
+        parent.wait(10)

@@ -24,7 +24,14 @@ from rag.bench.helpers import (
     _retrieval_quality,
     corpus_chunks,
 )
-from rag.bench.machine import CpuWatch, _rss_delta, _versions, machine_info, rss_bytes
+from rag.bench.machine import (
+    CpuWatch,
+    _rss_delta,
+    _versions,
+    machine_info,
+    rss_bytes,
+    tree_rss_bytes,
+)
 from rag.bench.options import (
     REPORT_VERSION,
     SECTIONS,
@@ -785,6 +792,7 @@ class Bench:
         ready: list[float | None] = []
         rss_after: list[float | None] = []
         rss_peak: list[float | None] = []
+        rss_tree: list[float | None] = []
         rss_ready: list[float | None] = []
         http: dict[str, Any] | None = None
         logs: list[str] = []
@@ -801,6 +809,7 @@ class Bench:
                     http = http if http is not None else h
                     rss_after.append(_mb(rss_bytes(srv.pid)))
                     rss_peak.append(_mb(rss_bytes(srv.pid, "VmHWM")))
+                    rss_tree.append(_mb(tree_rss_bytes(srv.pid)))
         parts = startup_parts(env, timeout_s=self.opt.server_timeout_s)
         out: dict[str, Any] = {
             "starts": starts,
@@ -811,12 +820,14 @@ class Bench:
             "rss_at_ready_mb": over_runs(rss_ready),
             "rss_after_questions_mb": over_runs(rss_after),
             "rss_peak_mb": over_runs(rss_peak),
+            "rss_with_workers_mb": over_runs(rss_tree),
             "questions": len(items),
             "http": http,
             "definition": "python -m rag.cli serve on a free local port with the benchmark's "
             "settings; ready = perf_counter from Popen to the first 200 from GET /healthz "
             "(the lifespan loads the embedder, the index and the answer model). Memory = VmRSS "
-            "(and peak VmHWM) of the server after the questions were answered in full.",
+            "(and peak VmHWM) of the server after the questions were answered in full; with "
+            "workers: the server and its child processes (the answer model's worker) summed.",
         }
         if any(x is None for x in ready):
             out["log_tail"] = logs

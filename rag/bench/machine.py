@@ -86,6 +86,26 @@ def rss_bytes(pid: int | None = None, key: str = "VmRSS") -> int | None:
         return None
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (the server and its answer-model worker), from
+    ``/proc/<pid>/task/<tid>/children``."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for children in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                todo += [int(c) for c in children.read_text().split()]
+    return out
+
+
+def tree_rss_bytes(pid: int, key: str = "VmRSS") -> int | None:
+    """Resident memory of ``pid`` and its descendants summed (pages they share counted once
+    per process: an upper bound)."""
+    sizes = [rss_bytes(p, key) for p in process_tree(pid)]
+    return sum(x for x in sizes if x is not None) if any(x is not None for x in sizes) else None
+
+
 def _rss_delta(before: int | None) -> int | None:
     now = rss_bytes()
     return None if before is None or now is None else now - before

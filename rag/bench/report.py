@@ -301,7 +301,8 @@ def _md_server(s: dict[str, Any]) -> list[str]:
              f"{_fig(s['warm_ready_s'])} s (all: {s['ready_s']})",
              f"- resident memory: at ready {_fig(s['rss_at_ready_mb'])} MB, after "
              f"{s['questions']} questions {_fig(s['rss_after_questions_mb'])} MB, peak "
-             f"{_fig(s['rss_peak_mb'])} MB"]  # fmt: skip
+             f"{_fig(s['rss_peak_mb'])} MB; with the answer model's worker process "
+             f"{_fig(s.get('rss_with_workers_mb'))} MB"]  # fmt: skip
     parts = s.get("startup_parts_s") or {}
     if parts and "error" not in parts:
         lines.append(
