@@ -115,7 +115,12 @@ def prepare_graph(model: Path, cache_dir: Path, quantize: str | None) -> tuple[P
             old.unlink()
         log.warning("embedder: exporting %s to ONNX into %s (once; about a minute)",
                     model, cache_dir)  # fmt: skip
-        scale = export_onnx(model, path)
+        try:
+            scale = export_onnx(model, path)
+        except EmbedderUnavailable:
+            raise
+        except Exception as exc:  # torch's exporter: the message says what it could not trace
+            raise EmbedderUnavailable(f"exporting {model} to ONNX failed: {exc}") from exc
         tmp = meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({**want, "embed_scale": scale}), encoding="utf-8")
         os.replace(tmp, meta_path)
@@ -162,7 +167,12 @@ class OnnxEmbedder(Embedder):
                 for old in cache_dir.glob("model*.onnx*"):
                     old.unlink()
                 path, self._scale = prepare_graph(model, cache_dir, quantize)
-                self._session = _session(ort, path, n_threads)
+                try:
+                    self._session = _session(ort, path, n_threads)
+                except Exception as again:
+                    raise EmbedderUnavailable(
+                        f"ONNX Runtime cannot load the graph exported from {model}: {again}"
+                    ) from again
         self._table = SafetensorsRows(model / "model.safetensors", "embed_tokens.weight")
         st_cfg = _read_json(model / "config_sentence_transformers.json")
         prompts = st_cfg.get("prompts") or {}

@@ -99,3 +99,18 @@ def test_the_graph_is_exported_once_and_again_when_the_model_file_changes(
     path, _ = prepare_graph(model, cache, None)
     assert len(exports) == 2 and path.read_bytes() == b"graph of weights v2, longer"
     assert not (cache / "model.opt.onnx").exists()  # the stale optimised graph went with it
+
+
+def test_a_failed_export_is_reported_as_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+
+    def broken(m: Path, path: Path) -> float:
+        raise RuntimeError("cannot trace vmap")
+
+    monkeypatch.setattr(onnx, "export_onnx", broken)
+    with pytest.raises(EmbedderUnavailable, match=r"exporting .* failed: cannot trace vmap"):
+        prepare_graph(model, tmp_path / "cache", None)
