@@ -51,11 +51,12 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("onnx-int8", "ONNX Runtime, dynamic unsigned int8 MatMul weights per channel",
             backend="onnx", quantize="int8"),
     Variant("onnx-int8-s8", "ONNX Runtime, dynamic signed int8 MatMul weights per channel "
-            "(the VNNI / AMX path)", backend="onnx", quantize="int8-s8"),
+            "(the VNNI / AMX path), the configured batch (the default embedder there)",
+            backend="onnx", quantize="int8-s8"),
     Variant("onnx-int8-s8-seq128", "ONNX Runtime signed int8, max_seq_length 128",
             backend="onnx", quantize="int8-s8", max_seq_length=128),
-    Variant("onnx-int8-s8-bs4", "ONNX Runtime signed int8, batches of 4", backend="onnx",
-            quantize="int8-s8", batch_size=4),
+    Variant("onnx-int8-s8-bs16", "ONNX Runtime signed int8, batches of 16", backend="onnx",
+            quantize="int8-s8", batch_size=16),
     Variant("onnx-int8-s8-bs8", "ONNX Runtime signed int8, batches of 8", backend="onnx",
             quantize="int8-s8", batch_size=8),
     Variant("onnx-int8-s8-bs4-seq192", "ONNX Runtime signed int8, batches of 4, "

@@ -3,6 +3,7 @@ deterministic fake."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -19,7 +20,11 @@ def onnx_ready_folder(model: Path | str) -> str | None:
     for name in ("model.safetensors", "tokenizer.json", "config.json"):
         if not (path / name).is_file():
             return f"{model} has no {name} (the ONNX embedder needs a local model folder)"
-    if '"use_bidirectional_attention": true' not in (path / "config.json").read_text("utf-8"):
+    try:
+        config = json.loads((path / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        config = None
+    if not isinstance(config, dict) or config.get("use_bidirectional_attention") is not True:
         return f"{model} is not a bidirectional Gemma embedder (the ONNX export handles those)"
     return None
 
