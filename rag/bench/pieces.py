@@ -98,13 +98,14 @@ def service_stream(
     return stamps, "".join(pieces)
 
 
-def configured_speedup(results: dict[str, Any], name: str) -> dict[str, Any] | None:
-    """How the variant the service runs (``name``) compares with fp32."""
+def _against_fp32(results: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """Variant ``name`` beside fp32: its speed, speed-up and hybrid hit@1/@5 against fp32's
+    (None if either was not measured)."""
     base, r = results.get("fp32"), results.get(name)
     if not base or not r or not base.get("measured") or not r.get("measured"):
         return None
     rate, base_rate = dig(r, ("passages_per_s", "median")), dig(base, ("passages_per_s", "median"))
-    if not rate or not base_rate:
+    if rate is None or not base_rate:
         return None
     return {"variant": name, "passages_per_s": rate, "speedup": _round(rate / base_rate),
             "file_hit@5": dig(r, ("quality", "hybrid", "file_hit@5")),
@@ -113,25 +114,21 @@ def configured_speedup(results: dict[str, Any], name: str) -> dict[str, Any] | N
             "fp32_file_hit@1": dig(base, ("quality", "hybrid", "file_hit@1"))}  # fmt: skip
 
 
+def configured_speedup(results: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """How the variant the service runs (``name``) compares with fp32."""
+    return _against_fp32(results, name)
+
+
 def choose_variant(results: dict[str, Any]) -> dict[str, Any] | None:
     """The fastest variant whose hybrid file hit@5 is at most 0.01 below fp32's."""
-    base = results.get("fp32")
-    if not base or not base.get("measured"):
-        return None
-    base_rate = dig(base, ("passages_per_s", "median"))
-    base_hit = dig(base, ("quality", "hybrid", "file_hit@5"))
     best: dict[str, Any] | None = None
-    for name, r in results.items():
-        rate = dig(r, ("passages_per_s", "median"))
-        hit = dig(r, ("quality", "hybrid", "file_hit@5"))
-        if not r.get("measured") or rate is None or not base_rate:
+    for name in results:
+        c = _against_fp32(results, name)
+        if c is None or c["file_hit@5"] is None or c["fp32_file_hit@5"] is None:
             continue
-        ok = hit is not None and base_hit is not None and hit >= base_hit - 0.01 - 1e-9
-        if ok and (best is None or rate > best["passages_per_s"]):
-            best = {"variant": name, "passages_per_s": rate, "speedup": _round(rate / base_rate),
-                    "file_hit@5": hit, "file_hit@1": dig(r, ("quality", "hybrid", "file_hit@1")),
-                    "fp32_file_hit@5": base_hit,
-                    "fp32_file_hit@1": dig(base, ("quality", "hybrid", "file_hit@1"))}  # fmt: skip
+        ok = c["file_hit@5"] >= c["fp32_file_hit@5"] - 0.01 - 1e-9
+        if ok and (best is None or c["passages_per_s"] > best["passages_per_s"]):
+            best = c
     return best
 
 

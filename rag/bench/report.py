@@ -234,18 +234,16 @@ def _md_ingest(g: dict[str, Any]) -> list[str]:
             f"{_f(de.get('file_hit@1'), 'rate')} / {_f(de.get('file_hit@5'), 'rate')} | "
             f"{_f(r.get('load_s'))} |"
         )
-    best = g.get("best")
-    if best:
-        lines += ["", f"Fastest within the quality bar: **{best['variant']}**, "
-                  f"{_f(best['speedup'], 'x')}× fp32 (hit@5 {_f(best['file_hit@5'], 'rate')} vs "
-                  f"{_f(best['fp32_file_hit@5'], 'rate')}, hit@1 {_f(best['file_hit@1'], 'rate')} "
-                  f"vs {_f(best['fp32_file_hit@1'], 'rate')})."]  # fmt: skip
-    mine = g.get("configured")
-    if mine:
-        lines += ["", f"The service's embedder (these settings): **{mine['variant']}**, "
-                  f"{_f(mine['speedup'], 'x')}× fp32 (hit@5 {_f(mine['file_hit@5'], 'rate')} vs "
-                  f"{_f(mine['fp32_file_hit@5'], 'rate')}, hit@1 {_f(mine['file_hit@1'], 'rate')} "
-                  f"vs {_f(mine['fp32_file_hit@1'], 'rate')})."]  # fmt: skip
+    for key, label in (
+        ("best", "Fastest within the quality bar"),
+        ("configured", "The service's embedder (these settings)"),
+    ):
+        c = g.get(key)
+        if c:
+            lines += ["", f"{label}: **{c['variant']}**, {_f(c['speedup'], 'x')}× fp32 (hit@5 "
+                      f"{_f(c['file_hit@5'], 'rate')} vs {_f(c['fp32_file_hit@5'], 'rate')}, "
+                      f"hit@1 {_f(c['file_hit@1'], 'rate')} vs "
+                      f"{_f(c['fp32_file_hit@1'], 'rate')})."]  # fmt: skip
     return lines
 
 

@@ -75,12 +75,17 @@ def test_embedding_table_of_another_kind_is_refused_clearly(tmp_path: Path) -> N
         SafetensorsRows(path, "lm_head.weight")
 
 
+def _model(tmp_path: Path, weights: bytes) -> Path:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(weights)
+    return model
+
+
 def test_the_graph_is_exported_once_and_again_when_the_model_file_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "model.safetensors").write_bytes(b"weights v1")
+    model = _model(tmp_path, b"weights v1")
     exports: list[Path] = []
 
     def fake_export(m: Path, path: Path) -> float:
@@ -104,9 +109,7 @@ def test_the_graph_is_exported_once_and_again_when_the_model_file_changes(
 def test_a_failed_export_is_reported_as_unavailable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "model.safetensors").write_bytes(b"weights")
+    model = _model(tmp_path, b"weights")
 
     def broken(m: Path, path: Path) -> float:
         raise RuntimeError("cannot trace vmap")
