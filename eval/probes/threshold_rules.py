@@ -24,8 +24,7 @@ from rag.reader import Calibration
 
 
 def main(report: Path) -> None:
-    data = json.loads(report.read_text("utf-8"))
-    records = data.get("records", data) if isinstance(data, dict) else data
+    records = json.loads(report.read_text("utf-8"))["records"]  # as ``rag calibrate`` reads it
     cal = Calibration.load()
     assert cal is not None, "rag/calibration.json is missing"
     ps = points(records)
