@@ -635,16 +635,16 @@ class RAG:
         # What the model reads: an unaccented question gets its diacritics back from the corpus.
         q_read = q if english else self.restorer().restore(q)
         # Evidence: the retrieved passages' sentences that best match the question.
+        similarity = self._sentence_similarity(q_read)
         if s.evidence_layout == "top-passage":
             picked = top_passage_evidence(
                 passages, q_read, budget=s.context_rest_chars,
-                max_sentences=max(1, s.context_sentences - 2),
-                similarity=self._sentence_similarity(q_read),
+                max_sentences=max(1, s.context_sentences - 2), similarity=similarity,
             )  # fmt: skip
         else:
             picked = evidence_sentences(
                 passages, q_read, budget=s.context_chars, max_sentences=s.context_sentences,
-                similarity=self._sentence_similarity(q_read),
+                similarity=similarity,
             )  # fmt: skip
         if s.evidence_order == "best-last" and s.evidence_layout == "sentences":
             picked = best_last(picked)
@@ -668,6 +668,7 @@ class RAG:
             max_tokens=max_tokens or s.max_tokens,
             temperature=s.temperature if temperature is None else temperature,
             dense_top=best, unknown_terms=len(unknown), english=english,
+            item_similarity=similarity([p.chunk.text for p in context]),
         )  # fmt: skip
         if reading.completion is not None:
             timings.prompt_tokens = reading.completion.prompt_tokens

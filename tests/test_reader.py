@@ -44,13 +44,34 @@ def test_signals_of_an_answer_held_by_the_evidence() -> None:
     done = Completion("25 thỏa thuận [1]", token_logprobs=[-0.1, -0.3, -0.05])
     sig = measure(
         "25 thỏa thuận [1]", done, [-2.0, -2.0], _ctx(), question=QUESTION,
-        dense_top=0.7, unknown_terms=1, english=False,
+        dense_top=0.7, unknown_terms=1, english=False, item_similarity=[0.8],
     )  # fmt: skip
     assert set(FEATURES) <= set(sig)
     assert sig["lp_mean"] == pytest.approx(-0.15) and sig["lp_min"] == pytest.approx(-0.3)
     assert sig["nf_margin"] == pytest.approx(-0.15 + 2.0)
     assert sig["numbers_found"] == 1.0 and sig["lexical"] == 1.0
     assert sig["unknown_terms"] == 1.0 and sig["dense_top"] == 0.7
+
+
+def test_where_in_the_evidence_the_answer_comes_from() -> None:
+    """The item that supports the answer best, and how it stands against the question: here the
+    answer's figure is in the second item, which is less similar to the question than the first."""
+    other = "Năm 2023 có 170 thỏa thuận hợp tác được ký kết."
+    ctx = [Passage(Chunk("d", "g.txt", 0, len(other), other, "i"), 1.0, other), *_ctx()]
+    done = Completion("25 thỏa thuận [2]", token_logprobs=[-0.1])
+    sig = measure(
+        "25 thỏa thuận [2]", done, [], ctx, question=QUESTION, dense_top=0.7,
+        unknown_terms=0, english=False, item_similarity=[0.9, 0.6],
+    )  # fmt: skip
+    assert sig["ans_support"] == 1.0 and sig["ans_sim"] == 0.6
+    assert sig["ans_rank"] == 1.0 and sig["sim_gap"] == pytest.approx(0.3)
+    # Without the items' similarities (or with a list that does not match them) none is given.
+    for sims in (None, [0.9]):
+        got = measure(
+            "25 thỏa thuận [2]", done, [], ctx, question=QUESTION, dense_top=0.7,
+            unknown_terms=0, english=False, item_similarity=sims,
+        )  # fmt: skip
+        assert not {"ans_support", "ans_sim", "ans_rank", "sim_gap"} & set(got)
 
 
 def test_a_number_no_passage_holds_is_measured_as_such() -> None:
