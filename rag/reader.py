@@ -7,7 +7,9 @@ decides whether to give it or to say plainly that the articles do not hold the a
 2. The same model scores the explicit alternative — the "not found" reply — after the same
    prompt (``Generator.score``: one decode of a dozen tokens; the prompt is already cached).
 3. Evidence signals are measured: do the answer's numbers and names occur in a passage, what
-   share of its own words does the best passage hold, how close is the best passage.
+   share of its own words does the best passage hold, how close is the best passage, and where
+   the answer comes from (the evidence item that supports it best, and how similar that item is
+   to the question against the others: another trip's figure sits in a less similar item).
 4. A logistic model over those signals (``calibration.json``, fitted on the gold set's dev
    split only, see ``rag/evaluation/calibrate.py``) gives P(the answer is right); below the
    threshold chosen on dev the reader abstains.
@@ -70,8 +72,9 @@ FEATURES = (
     "dense_top",  # cosine similarity of the best passage to the question
     "unknown_terms",  # question terms (names, acronyms, numbers) found nowhere in the index
     "english",  # 1 for an English question
-    # Where in the evidence the answer comes from (eval/reports/tried/candidate-spans.md: these
-    # four raised the test AUC 0.68 -> 0.76 and utility 0.436 -> 0.462, fitted on dev only).
+    # Where in the evidence the answer comes from (eval/reports/tried/candidate-spans.md: with
+    # these four, fitted on dev, the test AUC went 0.67 -> 0.73 and wrong answers 18 -> 16 on
+    # the same drafts; right minus wrong at the threshold a tie on test, up on dev).
     "ans_support",  # share of the answer's words and numbers its best-supporting item holds
     "ans_sim",  # that item's embedding similarity to the question
     "ans_rank",  # its rank among the items by that similarity (0 = the most similar)
