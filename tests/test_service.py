@@ -89,6 +89,10 @@ def test_ask_cites_the_right_file(rag: RAG, corpus: Path) -> None:
         for h in c.highlights:
             assert c.start <= h.start < h.end <= c.end
         assert any("170" in original[h.start : h.end] for h in c.highlights)
+    # The confidence read where in the evidence the answer comes from: the item holding "170".
+    sig = answer.reader["signals"] if answer.reader else {}
+    assert sig["ans_support"] > 0.5 and 0 <= sig["ans_rank"] < 6
+    assert sig["sim_gap"] >= 0.0 and -1.0 <= sig["ans_sim"] <= 1.0
 
 
 def test_ask_abstains_when_the_model_says_not_found(settings: Settings) -> None:
