@@ -141,6 +141,22 @@ def _share(items: list[str], haystack: str) -> float:
     return sum(i in haystack for i in items) / len(items)
 
 
+def evidence_position(answer: str, texts: list[str], similarity: list[float]) -> dict[str, float]:
+    """Where in the evidence ``answer`` comes from: the item (of ``texts``) that supports it
+    best (``grounding.support``; markers are not words of the claim), that item's similarity to
+    the question (``similarity``, one per item), its rank by similarity and the gap to the most
+    similar item."""
+    sup = [support(answer, t) for t in texts]
+    a = max(range(len(sup)), key=lambda i: sup[i])
+    order = sorted(range(len(texts)), key=lambda i: -similarity[i])
+    return {
+        "ans_support": sup[a],
+        "ans_sim": similarity[a],
+        "ans_rank": float(order.index(a)),
+        "sim_gap": max(similarity) - similarity[a],
+    }
+
+
 def measure(
     draft: str,
     completion: Completion,
@@ -177,13 +193,7 @@ def measure(
         "english": 1.0 if english else 0.0,
     }
     if item_similarity and len(item_similarity) == len(texts):
-        sup = [support(draft, t) for t in texts]  # (markers are not words of the claim)
-        a = max(range(len(sup)), key=lambda i: sup[i])
-        order = sorted(range(len(texts)), key=lambda i: -item_similarity[i])
-        signals["ans_support"] = sup[a]
-        signals["ans_sim"] = item_similarity[a]
-        signals["ans_rank"] = float(order.index(a))
-        signals["sim_gap"] = max(item_similarity) - item_similarity[a]
+        signals.update(evidence_position(draft, texts, item_similarity))
     if lps:
         signals["lp_mean"] = lp_mean
         signals["lp_min"] = min(lps)

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from spans import candidates  # eval/probes/spans.py (the script's folder is on the path)
+from common import resumable, split_items  # eval/probes/ (the script's folder is on the path)
+from spans import candidates
 
 from rag.context import evidence_sentences
 from rag.evaluation.metrics import answer_correct, strip_markers
-from rag.evaluation.runner import load_gold, split_of
 from rag.generation.factory import local_engine
 from rag.prompts import NOT_FOUND_EN, NOT_FOUND_VI, build_messages
 from rag.service import RAG, _narrow
@@ -28,15 +28,12 @@ from rag.settings import Settings
 from rag.text import looks_english
 
 split = sys.argv[1] if len(sys.argv) > 1 else "dev"
-root = Path(__file__).resolve().parents[2]
 path = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(f"/tmp/cands_{split}.jsonl")
-path.touch()
-done = {json.loads(line)["id"] for line in path.open()}
-out = path.open("a")
+done, out = resumable(path)
 s = Settings()
 rag = RAG.from_settings(s)
 gen = local_engine(s.model_dump())
-items = [g for g in load_gold(root / "eval/gold.jsonl") if split_of(g.id) == split]
+items = split_items(split)
 
 for g in items:
     if g.id in done:

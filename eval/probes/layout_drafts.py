@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from common import resumable, split_items  # eval/probes/ (the script's folder is on the path)
+
 from rag.context import evidence_sentences
 from rag.evaluation.metrics import answer_correct
-from rag.evaluation.runner import load_gold, split_of
 from rag.generation.factory import local_engine
 from rag.prompts import build_messages
 from rag.service import RAG, _narrow
@@ -30,13 +31,11 @@ split = sys.argv[1] if len(sys.argv) > 1 else "dev"
 budget = int(sys.argv[2]) if len(sys.argv) > 2 else 500
 root = Path(__file__).resolve().parents[2]
 path = root / f"eval/probes/layout_{split}_{budget}.jsonl"
-path.touch()
-done = {json.loads(line)["id"] for line in path.open()}
-out = path.open("a")
+done, out = resumable(path)
 s = Settings()
 rag = RAG.from_settings(s)
 gen = local_engine(s.model_dump())
-items = [g for g in load_gold(root / "eval/gold.jsonl") if split_of(g.id) == split]
+items = split_items(split)
 
 for g in items:
     if g.id in done:
