@@ -32,6 +32,55 @@ SYSTEM_EN = (
 )
 
 
+# Worked examples, given as earlier chat turns (``prompt_examples``): made-up passages about
+# nothing in any article, each answered with the short phrase itself (not the question
+# repeated) and the number of the item that holds it, a figure from another item beside it.
+EXAMPLES_VI: list[ChatMessage] = [
+    {
+        "role": "user",
+        "content": "Các đoạn trích:\n\n[1]\nNăm 2023, tỉnh Hòa Lâm đón 1,2 triệu lượt khách "
+        "du lịch, tăng 15% so với năm trước.\n\n[2]\nTại hội nghị xúc tiến đầu tư ngày 12/4, "
+        "tỉnh đã trao giấy chứng nhận cho 8 dự án với tổng vốn 3.500 tỷ đồng.\n\n"
+        "Câu hỏi: Tại hội nghị xúc tiến đầu tư, tỉnh Hòa Lâm trao giấy chứng nhận cho bao "
+        "nhiêu dự án?",
+    },
+    {"role": "assistant", "content": "8 dự án, tổng vốn 3.500 tỷ đồng [2]."},
+    {
+        "role": "user",
+        "content": "Các đoạn trích:\n\n[1]\nHiệp hội Cà phê được thành lập năm 1990 tại "
+        "Buôn Ma Thuột.\n\n[2]\nÔng Lê Quang Minh, Chủ tịch Hiệp hội, cho rằng ngành cần tập "
+        "trung vào ba việc: nâng chất lượng, xây dựng thương hiệu và mở rộng thị trường.\n\n"
+        "Câu hỏi: Theo Chủ tịch Hiệp hội, ngành cà phê cần tập trung vào những việc gì?",
+    },
+    {
+        "role": "assistant",
+        "content": "Nâng chất lượng, xây dựng thương hiệu và mở rộng thị trường [2].",
+    },
+]
+EXAMPLES_EN: list[ChatMessage] = [
+    {
+        "role": "user",
+        "content": "Passages:\n\n[1]\nNăm 2023, tỉnh Hòa Lâm đón 1,2 triệu lượt khách du "
+        "lịch, tăng 15% so với năm trước.\n\n[2]\nTại hội nghị xúc tiến đầu tư ngày 12/4, "
+        "Phó Chủ tịch tỉnh Trần Thu Hà đã trao giấy chứng nhận cho 8 dự án.\n\n"
+        "Question: How many projects received certificates at the investment conference?",
+    },
+    {"role": "assistant", "content": "8 projects [2]"},
+    {
+        "role": "user",
+        "content": "Passages:\n\n[1]\nNăm 2023, tỉnh Hòa Lâm đón 1,2 triệu lượt khách du "
+        "lịch, tăng 15% so với năm trước.\n\n[2]\nTại hội nghị xúc tiến đầu tư ngày 12/4, "
+        "Phó Chủ tịch tỉnh Trần Thu Hà đã trao giấy chứng nhận cho 8 dự án.\n\n"
+        "Question: Which provincial vice chair handed over the certificates?",
+    },
+    {"role": "assistant", "content": "Trần Thu Hà [2]"},
+]
+
+
+def examples(english: bool) -> list[ChatMessage]:
+    return EXAMPLES_EN if english else EXAMPLES_VI
+
+
 def format_passages(passages: list[Passage]) -> str:
     # No titles in the headers: small models answer with a passage's title when they see one.
     return "\n\n".join(f"[{i}]\n{p.chunk.text}" for i, p in enumerate(passages, 1))
@@ -42,24 +91,36 @@ def labels(english: bool) -> tuple[str, str]:
     return ("Passages", "Question") if english else ("Các đoạn trích", "Câu hỏi")
 
 
-def prefix_messages(passage_text: str, *, english: bool) -> tuple[list[ChatMessage], list[str]]:
+def prefix_messages(
+    passage_text: str, *, english: bool, worked: bool = False
+) -> tuple[list[ChatMessage], list[str]]:
     """The start every prompt shares whose first passage is ``passage_text`` (the part a stored
     model state stands for, see ``Generator.prepare_prefixes``) and the texts that may follow
     it in ``build_messages``: the next passage's number or the question."""
     label_p, label_q = labels(english)
     messages: list[ChatMessage] = [
         {"role": "system", "content": SYSTEM_EN if english else SYSTEM_VI},
+        *(examples(english) if worked else []),
         {"role": "user", "content": f"{label_p}:\n\n[1]\n{passage_text}"},
     ]
     return messages, ["\n\n[2]\n", f"\n\n{label_q}: "]
 
 
 def build_messages(
-    question: str, passages: list[Passage], *, english: bool, history: list[ChatMessage]
+    question: str,
+    passages: list[Passage],
+    *,
+    english: bool,
+    history: list[ChatMessage],
+    worked: bool = False,
 ) -> list[ChatMessage]:
+    """The prompt: instructions, the worked examples if ``worked``, earlier turns, then the
+    numbered evidence and the question."""
     system = SYSTEM_EN if english else SYSTEM_VI
     label_p, label_q = labels(english)
     messages: list[ChatMessage] = [{"role": "system", "content": system}]
+    if worked:
+        messages += examples(english)
     # Earlier turns are kept short: their answers only, so the prompt stays small.
     for turn in history[-4:]:
         if turn["role"] in ("user", "assistant"):

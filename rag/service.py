@@ -463,7 +463,9 @@ class RAG:
         tails: list[str] = []
         for english in (False, True):
             for c in self.index.chunks:
-                messages, tails_ = prefix_messages(c.text, english=english)
+                messages, tails_ = prefix_messages(
+                    c.text, english=english, worked=self.settings.prompt_examples
+                )
                 prefixes.append(messages)
                 tails += [t for t in tails_ if t not in tails]
         report = self.generator.prepare_prefixes(prefixes, tails=tails)
@@ -662,7 +664,9 @@ class RAG:
             return
 
         unknown = unknown_terms(q, self.index.vocabulary, english=english)
-        messages = build_messages(q_read, context, english=english, history=history)
+        messages = build_messages(
+            q_read, context, english=english, history=history, worked=s.prompt_examples
+        )
         reading = self.reader.read(
             self.generator, messages, context, question=q_read, not_found=not_found,
             max_tokens=max_tokens or s.max_tokens,
@@ -703,7 +707,9 @@ class RAG:
         ):
             # Its top passage had no stored state (the store was full): keep one now, the
             # least recently used making room (after the answer's last token, before "done").
-            prefix, tails = prefix_messages(context[0].chunk.text, english=english)
+            prefix, tails = prefix_messages(
+                context[0].chunk.text, english=english, worked=s.prompt_examples
+            )
             self.generator.remember_prefix(prefix, tails=tails)
         yield StreamEvent("done", answer=answer)
 

@@ -160,6 +160,13 @@ class Settings(BaseSettings):
         "sentences of the others (context_rest_chars), so the prompt starts with a prefix a "
         "stored passage state can stand for (passage_states_mb).",
     )
+    prompt_examples: bool = Field(
+        False,
+        description="Give the answer model two worked examples (made-up passages, each "
+        "question answered with the short phrase and its item number) before the evidence. "
+        "Off: on the gold set's dev split drafts right fell 72 -> 66 of 112 "
+        "(eval/reports/tried/worked-examples.md).",
+    )
     evidence_order: Literal["best-first", "best-last"] = Field(
         "best-first",
         description="Order of the evidence items: by passage rank, the best passage's "

@@ -1,0 +1,56 @@
+"""Probe (issue 12): do worked examples in the prompt give better drafts?
+
+Runs the service itself (``RAG.ask``: its retrieval, evidence, prompt, reader and current
+calibration) on one gold split with the settings of the environment (``RAG_PROMPT_EXAMPLES=1``
+for the worked examples) and writes per question the draft, whether it holds the gold strings,
+the confidence, the decision and the prompt's token counts. ``prompt_summary.py`` compares a
+run with the drafts of the committed evaluation report (same retrieval, same greedy decoding).
+
+Usage from the repo root: ``RAG_PROMPT_EXAMPLES=1 .venv/bin/python eval/probes/prompt_drafts.py
+dev examples``; appends to ``eval/probes/prompt_<name>_<split>.jsonl`` and resumes.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, resumable, split_items  # eval/probes/ (the script's folder)
+
+from rag.evaluation.metrics import answer_correct
+from rag.service import RAG
+from rag.settings import Settings
+
+split = sys.argv[1] if len(sys.argv) > 1 else "dev"
+name = sys.argv[2] if len(sys.argv) > 2 else "examples"
+path = ROOT / f"eval/probes/prompt_{name}_{split}.jsonl"
+done, out = resumable(path)
+rag = RAG.from_settings(Settings())
+for g in split_items(split):
+    if g.id in done:
+        continue
+    a = rag.ask(g.question)
+    trace = a.reader or {}
+    draft = str(trace.get("draft", ""))
+    row = {
+        "id": g.id,
+        "type": g.type,
+        "answerable": g.answerable,
+        "draft": draft,
+        "draft_correct": bool(g.answers) and answer_correct(draft, g.answers),
+        "answer": a.answer,
+        "abstained": a.abstained,
+        "correct": (
+            a.abstained
+            if not g.answers
+            else (not a.abstained and answer_correct(a.answer, g.answers))
+        ),
+        "confidence": a.confidence,
+        "signals": trace.get("signals", {}),
+        "prompt_tokens": a.timings_ms.prompt_tokens,
+        "first_token_ms": a.timings_ms.first_token,
+    }
+    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    out.flush()
+    print(g.id, row["draft_correct"], draft[:80], flush=True)
+rag.close()

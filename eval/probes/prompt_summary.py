@@ -1,0 +1,60 @@
+"""Compare a ``prompt_drafts.py`` run with the committed evaluation report's drafts on the same
+split: drafts right on answerable questions (and how many moved each way), drafts that were
+the "not found" reply, answers right at the current threshold, wrong answers, and the
+prompt's size and first-token time.
+
+Usage from the repo root: ``python eval/probes/prompt_summary.py dev examples``.
+"""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT
+
+split = sys.argv[1] if len(sys.argv) > 1 else "dev"
+name = sys.argv[2] if len(sys.argv) > 2 else "examples"
+base = {
+    r["id"]: r
+    for r in json.loads((ROOT / "eval/reports/latest/report.json").read_text())["records"]
+    if r["split"] == split
+}
+new = [json.loads(line) for line in (ROOT / f"eval/probes/prompt_{name}_{split}.jsonl").open()]
+
+
+def tally(rows: list[dict], prompt_key: str) -> dict[str, float]:
+    ans = [r for r in rows if r["answerable"]]
+    una = [r for r in rows if not r["answerable"]]
+    right = sum(r["correct"] for r in ans)
+    wrong = sum(not r["abstained"] and not r["correct"] for r in rows)
+    return {
+        "drafts right": sum(r["draft_correct"] for r in ans),
+        "answered right": sum(r["correct"] for r in ans),
+        "answerable answered wrongly": sum(not r["abstained"] and not r["correct"] for r in ans),
+        "unanswerable refused": sum(r["abstained"] for r in una),
+        "utility": (right - wrong) / len(rows),
+        "prompt tokens p50": statistics.median(r[prompt_key] for r in rows),
+        "first token p50 (s)": statistics.median(r["first_token_ms"] for r in rows) / 1000,
+    }
+
+
+ids = [r["id"] for r in new]
+old = [{**base[i], "answerable": bool(base[i]["sources"])} for i in ids]
+print(f"{split}: {len(new)} questions ({sum(r['answerable'] for r in new)} answerable)")
+a, b = tally(old, "prompt_tokens"), tally(new, "prompt_tokens")
+for k in a:
+    print(f"  {k:30s} {a[k]:8.3f} -> {b[k]:8.3f}")
+pairs = list(zip(new, old, strict=True))
+gain = [r["id"] for r, o in pairs if r["draft_correct"] and not o["draft_correct"]]
+loss = [r["id"] for r, o in pairs if o["draft_correct"] and not r["draft_correct"]]
+print(f"  drafts newly right {len(gain)}, newly wrong {len(loss)}")
+types = sorted({r["type"] for r in new if r["answerable"]})
+for t in types:
+    o = [x for x in old if x["type"] == t and x["answerable"]]
+    n = [x for x in new if x["type"] == t and x["answerable"]]
+    print(
+        f"  {t:14s} drafts {sum(x['draft_correct'] for x in o):3d} -> "
+        f"{sum(x['draft_correct'] for x in n):3d} of {len(n)}"
+    )
