@@ -57,21 +57,21 @@ EXAMPLES_VI: list[ChatMessage] = [
         "content": "Nâng chất lượng, xây dựng thương hiệu và mở rộng thị trường [2].",
     },
 ]
+_PASSAGES_EN = (
+    "Passages:\n\n[1]\nNăm 2023, tỉnh Hòa Lâm đón 1,2 triệu lượt khách du lịch, tăng 15% so "
+    "với năm trước.\n\n[2]\nTại hội nghị xúc tiến đầu tư ngày 12/4, Phó Chủ tịch tỉnh Trần Thu "
+    "Hà đã trao giấy chứng nhận cho 8 dự án.\n\nQuestion: "
+)
 EXAMPLES_EN: list[ChatMessage] = [
     {
         "role": "user",
-        "content": "Passages:\n\n[1]\nNăm 2023, tỉnh Hòa Lâm đón 1,2 triệu lượt khách du "
-        "lịch, tăng 15% so với năm trước.\n\n[2]\nTại hội nghị xúc tiến đầu tư ngày 12/4, "
-        "Phó Chủ tịch tỉnh Trần Thu Hà đã trao giấy chứng nhận cho 8 dự án.\n\n"
-        "Question: How many projects received certificates at the investment conference?",
+        "content": _PASSAGES_EN
+        + "How many projects received certificates at the investment conference?",
     },
     {"role": "assistant", "content": "8 projects [2]"},
     {
         "role": "user",
-        "content": "Passages:\n\n[1]\nNăm 2023, tỉnh Hòa Lâm đón 1,2 triệu lượt khách du "
-        "lịch, tăng 15% so với năm trước.\n\n[2]\nTại hội nghị xúc tiến đầu tư ngày 12/4, "
-        "Phó Chủ tịch tỉnh Trần Thu Hà đã trao giấy chứng nhận cho 8 dự án.\n\n"
-        "Question: Which provincial vice chair handed over the certificates?",
+        "content": _PASSAGES_EN + "Which provincial vice chair handed over the certificates?",
     },
     {"role": "assistant", "content": "Trần Thu Hà [2]"},
 ]

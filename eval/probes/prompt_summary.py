@@ -1,6 +1,6 @@
 """Compare a ``prompt_drafts.py`` run with the committed evaluation report's drafts on the same
-split: drafts right on answerable questions (and how many moved each way), drafts that were
-the "not found" reply, answers right at the current threshold, wrong answers, and the
+split: drafts right on answerable questions (and how many moved each way, and per type),
+answers right at the current threshold, wrong answers, unanswerable questions refused, and the
 prompt's size and first-token time.
 
 Usage from the repo root: ``python eval/probes/prompt_summary.py dev examples``.
@@ -24,18 +24,18 @@ base = {
 new = [json.loads(line) for line in (ROOT / f"eval/probes/prompt_{name}_{split}.jsonl").open()]
 
 
-def tally(rows: list[dict], prompt_key: str) -> dict[str, float]:
+def tally(rows: list[dict]) -> dict[str, float]:
     ans = [r for r in rows if r["answerable"]]
     una = [r for r in rows if not r["answerable"]]
     right = sum(r["correct"] for r in ans)
-    wrong = sum(not r["abstained"] and not r["correct"] for r in rows)
+    wrong = sum(not r["abstained"] and not r["correct"] for r in rows)  # unanswerable too
     return {
         "drafts right": sum(r["draft_correct"] for r in ans),
         "answered right": sum(r["correct"] for r in ans),
         "answerable answered wrongly": sum(not r["abstained"] and not r["correct"] for r in ans),
         "unanswerable refused": sum(r["abstained"] for r in una),
         "utility": (right - wrong) / len(rows),
-        "prompt tokens p50": statistics.median(r[prompt_key] for r in rows),
+        "prompt tokens p50": statistics.median(r["prompt_tokens"] for r in rows),
         "first token p50 (s)": statistics.median(r["first_token_ms"] for r in rows) / 1000,
     }
 
@@ -43,7 +43,7 @@ def tally(rows: list[dict], prompt_key: str) -> dict[str, float]:
 ids = [r["id"] for r in new]
 old = [{**base[i], "answerable": bool(base[i]["sources"])} for i in ids]
 print(f"{split}: {len(new)} questions ({sum(r['answerable'] for r in new)} answerable)")
-a, b = tally(old, "prompt_tokens"), tally(new, "prompt_tokens")
+a, b = tally(old), tally(new)
 for k in a:
     print(f"  {k:30s} {a[k]:8.3f} -> {b[k]:8.3f}")
 pairs = list(zip(new, old, strict=True))
