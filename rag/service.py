@@ -36,7 +36,13 @@ from rag.index import CorpusIndex, FileRecord, IndexError_, IndexStore
 from rag.ingest.chunking import chunk_article
 from rag.ingest.formats import ArticleText, extract_article, page_of, text_source
 from rag.ingest.loader import SUPPORTED_SUFFIXES, UnreadableFile, decode_article, discover
-from rag.prompts import NOT_FOUND_EN, NOT_FOUND_VI, build_messages, prefix_messages
+from rag.prompts import (
+    NOT_FOUND_EN,
+    NOT_FOUND_VI,
+    build_messages,
+    prefix_messages,
+    translation_messages,
+)
 from rag.reader import Reader, describe
 from rag.settings import Settings
 from rag.text import looks_english, nfc
@@ -577,6 +583,15 @@ class RAG:
             )
         return q
 
+    def translate(self, question: str) -> str:
+        """The English ``question`` in Vietnamese, by the answer model (greedy, one line);
+        empty if the engine gives nothing usable, and the question is then read as it is."""
+        done = self.generator.complete(
+            translation_messages(question), max_tokens=96, temperature=0.0
+        )
+        lines = [ln.strip() for ln in done.text.strip().splitlines() if ln.strip()]
+        return lines[0][: self.settings.max_question_chars] if lines else ""
+
     def search_query(self, question: str, history: list[ChatMessage]) -> str:
         """A follow-up ("Còn năm 2021 thì sao?") is searched together with the previous question."""
         prev = [m["content"] for m in history if m["role"] == "user"]
@@ -629,13 +644,16 @@ class RAG:
         filters = self.filters(sources, date_from, date_to)  # refused before anything streams
         history = history or []
         english = looks_english(q)
-        passages = self.retrieve(self.search_query(q, history), top_k or s.top_k, filters)
+        # An English question searched and read in the articles' language (english_translate).
+        q_vi = self.translate(q) if english and s.english_translate else ""
+        search = self.search_query(q_vi or q, history)
+        passages = self.retrieve(search, top_k or s.top_k, filters)
         shown = [to_citation(i, p) for i, p in enumerate(passages, 1)]
         timings = Timings(retrieval=(time.perf_counter() - t0) * 1000)
         yield StreamEvent("passages", passages=shown)
 
         # What the model reads: an unaccented question gets its diacritics back from the corpus.
-        q_read = q if english else self.restorer().restore(q)
+        q_read = (q_vi or q) if english else self.restorer().restore(q)
         # Evidence: the retrieved passages' sentences that best match the question.
         similarity = self._sentence_similarity(q_read)
         if s.evidence_layout == "top-passage":
@@ -665,14 +683,17 @@ class RAG:
 
         unknown = unknown_terms(q, self.index.vocabulary, english=english)
         messages = build_messages(
-            q_read, context, english=english, history=history, worked=s.prompt_examples
-        )
+            q if q_vi else q_read, context, english=english, history=history,
+            worked=s.prompt_examples, vietnamese=q_vi, question_first=s.question_first,
+            reminder=s.answer_reminder,
+        )  # fmt: skip
         reading = self.reader.read(
             self.generator, messages, context, question=q_read, not_found=not_found,
             max_tokens=max_tokens or s.max_tokens,
             temperature=s.temperature if temperature is None else temperature,
             dense_top=best, unknown_terms=len(unknown), english=english,
             item_similarity=similarity([p.chunk.text for p in context]),
+            copy=s.copy_answers and not english,
         )  # fmt: skip
         if reading.completion is not None:
             timings.prompt_tokens = reading.completion.prompt_tokens
@@ -697,6 +718,7 @@ class RAG:
         )  # fmt: skip
         trace = describe(reading)
         trace["unknown_terms"] = unknown
+        trace["question_read"] = q_read
         answer.reader = trace
         read = reading.completion
         if (

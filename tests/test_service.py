@@ -233,3 +233,49 @@ def test_a_top_passage_read_without_a_state_is_remembered(
                     fake_generator)  # fmt: skip
         plain.ask(Q170)
     assert len(fake_generator.remembered) == 1
+
+
+def test_an_english_question_is_searched_and_read_in_vietnamese_when_asked(
+    settings: Settings,
+) -> None:
+    vi = "Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?"
+    gen = FakeGenerator(replies=[f"{vi}\n(translation)", "170 [1]"])
+    service = RAG(settings.model_copy(update={"english_translate": True}), HashingEmbedder(), gen)
+    service.ingest()
+    answer = service.ask("How many cooperation agreements were signed in 2024?")
+    assert gen.calls[0][-1]["content"].endswith(
+        "How many cooperation agreements were signed in 2024?"
+    )
+    prompt = gen.calls[1][-1]["content"]
+    assert prompt.endswith(
+        f"How many cooperation agreements were signed in 2024?\n(In Vietnamese: {vi})"
+    )
+    assert answer.reader is not None and answer.reader["question_read"] == vi  # first line only
+    # The Vietnamese version found the passage that holds the figure.
+    assert any("170" in p.text for p in answer.passages)
+
+
+def test_an_english_question_is_read_as_it_is_when_translation_is_off(
+    settings: Settings,
+) -> None:
+    gen = FakeGenerator()
+    service = RAG(settings.model_copy(update={"english_translate": False}), HashingEmbedder(), gen)
+    service.ingest()
+    service.ask("How many cooperation agreements were signed in 2024?")
+    assert len(gen.calls) == 1  # no translation call
+    assert "In Vietnamese" not in gen.calls[0][-1]["content"]
+
+
+def test_copied_answers_keep_only_what_the_evidence_holds(settings: Settings) -> None:
+    gen = FakeGenerator(replies=["1234 đại biểu tham dự [1]."])
+    service = RAG(settings.model_copy(update={"copy_answers": True}), HashingEmbedder(), gen)
+    service.ingest()
+    answer = service.ask("Hội nghị có bao nhiêu đại biểu tham dự?")
+    assert answer.abstained and "1234" not in answer.answer  # the figure is in no article
+    assert answer.reader is not None and answer.reader["draft"] == ""
+    # An answer copied from the evidence passes whole; the English one is not constrained.
+    copied = service.ask("Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?")
+    assert copied.reader is not None and copied.reader["draft"]
+    gen.replies = ["Invented English words [1]."]
+    english = service.ask("How many agreements were signed in 2024?")
+    assert english.reader is not None and english.reader["draft"] == "Invented English words [1]."

@@ -7,7 +7,7 @@ the confidence, the decision and the prompt's token counts. ``prompt_summary.py`
 run with the drafts of the committed evaluation report (same retrieval, same greedy decoding).
 
 Usage from the repo root: ``RAG_PROMPT_EXAMPLES=1 .venv/bin/python eval/probes/prompt_drafts.py
-dev examples``; appends to ``eval/probes/prompt_<name>_<split>.jsonl`` and resumes.
+dev examples``; a third argument keeps the question types it names (``english``); appends to ``eval/probes/prompt_<name>_<split>.jsonl`` and resumes.
 """
 
 import json
@@ -23,11 +23,12 @@ from rag.settings import Settings
 
 split = sys.argv[1] if len(sys.argv) > 1 else "dev"
 name = sys.argv[2] if len(sys.argv) > 2 else "examples"
+types = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else None  # e.g. "english"
 path = ROOT / f"eval/probes/prompt_{name}_{split}.jsonl"
 done, out = resumable(path)
 rag = RAG.from_settings(Settings())
 for g in split_items(split):
-    if g.id in done:
+    if g.id in done or (types and g.type not in types):
         continue
     a = rag.ask(g.question)
     trace = a.reader or {}
@@ -47,6 +48,8 @@ for g in split_items(split):
         ),
         "confidence": a.confidence,
         "signals": trace.get("signals", {}),
+        "question_read": trace.get("question_read", g.question),
+        "sources_found": [c.source for c in a.passages],
         "prompt_tokens": a.timings_ms.prompt_tokens,
         "first_token_ms": a.timings_ms.first_token,
     }

@@ -3,7 +3,9 @@ split: drafts right on answerable questions (and how many moved each way, and pe
 answers right at the current threshold, wrong answers, unanswerable questions refused, and the
 prompt's size and first-token time.
 
-Usage from the repo root: ``python eval/probes/prompt_summary.py dev examples``.
+Usage from the repo root: ``python eval/probes/prompt_summary.py dev examples``; a third
+argument names another run of the same split to compare with instead (``... dev english
+english-base``, both ``prompt_drafts.py`` runs on this machine).
 """
 
 import json
@@ -16,11 +18,17 @@ from common import ROOT
 
 split = sys.argv[1] if len(sys.argv) > 1 else "dev"
 name = sys.argv[2] if len(sys.argv) > 2 else "examples"
-base = {
-    r["id"]: r
-    for r in json.loads((ROOT / "eval/reports/latest/report.json").read_text())["records"]
-    if r["split"] == split
-}
+if len(sys.argv) > 3:  # another probe run of the same split (the same machine's baseline)
+    with (ROOT / f"eval/probes/prompt_{sys.argv[3]}_{split}.jsonl").open() as f:
+        base = {
+            r["id"]: {**r, "sources": [1] if r["answerable"] else []} for r in map(json.loads, f)
+        }
+else:
+    base = {
+        r["id"]: r
+        for r in json.loads((ROOT / "eval/reports/latest/report.json").read_text())["records"]
+        if r["split"] == split
+    }
 new = [json.loads(line) for line in (ROOT / f"eval/probes/prompt_{name}_{split}.jsonl").open()]
 
 
