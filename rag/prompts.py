@@ -32,12 +32,6 @@ SYSTEM_EN = (
 )
 
 
-# A reminder of the answer's form right after the question (``answer_reminder``), where a
-# small model reads it last.
-REMINDER_VI = "(Chỉ ghi cụm từ trả lời, chép từ đoạn trích, và số đoạn như [2].)"
-REMINDER_EN = "(Only the answer phrase, as written in the passages, and its number like [2].)"
-
-
 # Worked examples, given as earlier chat turns (``prompt_examples``): made-up passages about
 # nothing in any article, each answered with the short phrase itself (not the question
 # repeated) and the number of the item that holds it, a figure from another item beside it.
@@ -86,17 +80,17 @@ EXAMPLES_EN: list[ChatMessage] = [
 # English questions, read against Vietnamese articles (``english_translate``): the model first
 # writes the question in Vietnamese; retrieval and the evidence sentences then match the
 # articles' own words, and the answer prompt shows the model both versions.
+# (An instruction in Vietnamese did worse on dev: eval/reports/tried/prompt-variants.md.)
 TRANSLATE_SYSTEM = (
-    "Bạn là người dịch Anh - Việt. Dịch câu hỏi tiếng Anh của người dùng sang tiếng Việt, "
-    "đúng nghĩa từng ý; giữ nguyên tên riêng, con số và chữ viết tắt. Chỉ viết câu hỏi "
-    "tiếng Việt, không trả lời câu hỏi."
+    "Translate the user's question into Vietnamese. Keep names, numbers and abbreviations as "
+    "they are. Write only the Vietnamese question."
 )
 
 
 def translation_messages(question: str) -> list[ChatMessage]:
     return [
         {"role": "system", "content": TRANSLATE_SYSTEM},
-        {"role": "user", "content": f"Dịch sang tiếng Việt: {question}"},
+        {"role": "user", "content": question},
     ]
 
 
@@ -137,13 +131,10 @@ def build_messages(
     history: list[ChatMessage],
     worked: bool = False,
     vietnamese: str = "",
-    question_first: bool = False,
-    reminder: bool = False,
 ) -> list[ChatMessage]:
     """The prompt: instructions, the worked examples if ``worked``, earlier turns, then the
     numbered evidence and the question (an English one followed by its Vietnamese version
-    ``vietnamese`` where there is one). With ``question_first`` the question also comes
-    before the evidence, so the model reads the passages knowing what it looks for."""
+    ``vietnamese`` where there is one)."""
     system = SYSTEM_EN if english else SYSTEM_VI
     label_p, label_q = labels(english)
     messages: list[ChatMessage] = [{"role": "system", "content": system}]
@@ -154,10 +145,6 @@ def build_messages(
         if turn["role"] in ("user", "assistant"):
             messages.append({"role": turn["role"], "content": turn["content"][:600]})
     body = f"{label_p}:\n\n{format_passages(passages)}\n\n{label_q}: {question}"
-    if reminder:
-        body += "\n" + (REMINDER_EN if english else REMINDER_VI)
-    if question_first:
-        body = f"{label_q}: {question}\n\n{body}"
     if english and vietnamese:
         body += f"\n(In Vietnamese: {vietnamese})"
     messages.append({"role": "user", "content": body})

@@ -243,13 +243,8 @@ class Reader:
         unknown_terms: int,
         english: bool,
         item_similarity: list[float] | None = None,
-        copy: bool = False,
     ) -> Reading:
-        # ``copy``: the draft's phrases are copied from the evidence (or it is "not found").
-        sources = [p.chunk.text for p in context] + [not_found] if copy else None
-        completion = generator.complete(
-            messages, max_tokens=max_tokens, temperature=temperature, copy_from=sources
-        )
+        completion = generator.complete(messages, max_tokens=max_tokens, temperature=temperature)
         draft = completion.text.strip()
         if not draft or is_abstention(draft):
             return Reading(not_found, True, 0.0, draft, completion=completion)

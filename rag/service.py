@@ -646,10 +646,14 @@ class RAG:
         english = looks_english(q)
         # An English question searched and read in the articles' language (english_translate).
         q_vi = self.translate(q) if english and s.english_translate else ""
+        t_search = time.perf_counter()
         search = self.search_query(q_vi or q, history)
         passages = self.retrieve(search, top_k or s.top_k, filters)
         shown = [to_citation(i, p) for i, p in enumerate(passages, 1)]
-        timings = Timings(retrieval=(time.perf_counter() - t0) * 1000)
+        timings = Timings(
+            retrieval=(time.perf_counter() - t_search) * 1000,
+            translation=(t_search - t0) * 1000 if q_vi else 0.0,
+        )
         yield StreamEvent("passages", passages=shown)
 
         # What the model reads: an unaccented question gets its diacritics back from the corpus.
@@ -684,8 +688,7 @@ class RAG:
         unknown = unknown_terms(q, self.index.vocabulary, english=english)
         messages = build_messages(
             q if q_vi else q_read, context, english=english, history=history,
-            worked=s.prompt_examples, vietnamese=q_vi, question_first=s.question_first,
-            reminder=s.answer_reminder,
+            worked=s.prompt_examples, vietnamese=q_vi,
         )  # fmt: skip
         reading = self.reader.read(
             self.generator, messages, context, question=q_read, not_found=not_found,
@@ -693,7 +696,6 @@ class RAG:
             temperature=s.temperature if temperature is None else temperature,
             dense_top=best, unknown_terms=len(unknown), english=english,
             item_similarity=similarity([p.chunk.text for p in context]),
-            copy=s.copy_answers and not english,
         )  # fmt: skip
         if reading.completion is not None:
             timings.prompt_tokens = reading.completion.prompt_tokens

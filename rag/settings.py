@@ -167,29 +167,14 @@ class Settings(BaseSettings):
         "Off: on the gold set's dev split drafts right fell 72 -> 66 of 112 "
         "(eval/reports/tried/worked-examples.md).",
     )
-    question_first: bool = Field(
-        False,
-        description="Give the question before the evidence as well as after it, so the "
-        "model reads the passages knowing what it looks for.",
-    )
-    copy_answers: bool = Field(
-        False,
-        description="Vietnamese answers are copied from the evidence: at each step the "
-        "answer model takes the likeliest token that keeps every phrase of the answer a "
-        "phrase of an evidence item (rag/generation/constraint.py); English answers are free.",
-    )
-    answer_reminder: bool = Field(
-        False,
-        description="Remind the model of the answer's form (the phrase itself and its item "
-        "number) right after the question.",
-    )
     english_translate: bool = Field(
-        True,
+        False,
         description="An English question is first written in Vietnamese by the answer model; "
         "that version is searched and matched against the evidence sentences, and the "
-        "answer prompt shows both. One more short generation before retrieval (+1.7-2.2 s "
-        "for an English question on the AMD machine); English drafts right 17 -> 22 of 34, "
-        "test utility 0.415 -> 0.447 (eval/reports/tried/prompt-variants.md).",
+        "answer prompt shows both. One more short generation before retrieval (+1.6 s p50 "
+        "for an English question on the AMD machine). Off: English drafts right rose 17 -> "
+        "22 of 34, but with the confidence refitted the full run's test utility fell 0.423 "
+        "-> 0.407 (eval/reports/tried/prompt-variants.md).",
     )
     evidence_order: Literal["best-first", "best-last"] = Field(
         "best-first",

@@ -76,6 +76,11 @@ class Citation(BaseModel):
 
 class Timings(BaseModel):
     retrieval: float = Field(0.0, description="Milliseconds spent retrieving passages.")
+    translation: float = Field(
+        0.0,
+        description="Milliseconds the answer model spent writing an English question in "
+        "Vietnamese before retrieval (setting english_translate; 0 for other questions).",
+    )
     first_token: float | None = Field(
         None, description="Milliseconds from the request to the first answer token."
     )

@@ -64,20 +64,6 @@ def test_worked_examples_come_before_the_evidence_and_name_nothing_of_the_corpus
         assert " ".join(fold(w) for w in words(name)) not in corpus
 
 
-@pytest.mark.parametrize("english", [False, True])
-def test_question_first_puts_the_question_before_and_after_the_evidence(english: bool) -> None:
-    q = "Bao nhiêu thỏa thuận?"
-    body = build_messages(q, [_p("Đoạn A.")], english=english, history=[], question_first=True)[-1][
-        "content"
-    ]
-    label = "Question" if english else "Câu hỏi"
-    assert body.startswith(f"{label}: {q}\n\n")
-    assert body.endswith(f"{label}: {q}")
-    assert body.index("Đoạn A.") > len(q)
-    plain = build_messages(q, [_p("Đoạn A.")], english=english, history=[])[-1]["content"]
-    assert body.endswith(plain)  # the rest of the prompt is unchanged
-
-
 def test_an_english_question_shows_its_vietnamese_version_after_it() -> None:
     body = build_messages(
         "How many?", [_p("Đoạn A.")], english=True, history=[], vietnamese="Bao nhiêu?"

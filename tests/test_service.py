@@ -251,6 +251,7 @@ def test_an_english_question_is_searched_and_read_in_vietnamese_when_asked(
         f"How many cooperation agreements were signed in 2024?\n(In Vietnamese: {vi})"
     )
     assert answer.reader is not None and answer.reader["question_read"] == vi  # first line only
+    assert answer.timings_ms.translation > 0
     # The Vietnamese version found the passage that holds the figure.
     assert any("170" in p.text for p in answer.passages)
 
@@ -264,18 +265,3 @@ def test_an_english_question_is_read_as_it_is_when_translation_is_off(
     service.ask("How many cooperation agreements were signed in 2024?")
     assert len(gen.calls) == 1  # no translation call
     assert "In Vietnamese" not in gen.calls[0][-1]["content"]
-
-
-def test_copied_answers_keep_only_what_the_evidence_holds(settings: Settings) -> None:
-    gen = FakeGenerator(replies=["1234 đại biểu tham dự [1]."])
-    service = RAG(settings.model_copy(update={"copy_answers": True}), HashingEmbedder(), gen)
-    service.ingest()
-    answer = service.ask("Hội nghị có bao nhiêu đại biểu tham dự?")
-    assert answer.abstained and "1234" not in answer.answer  # the figure is in no article
-    assert answer.reader is not None and answer.reader["draft"] == ""
-    # An answer copied from the evidence passes whole; the English one is not constrained.
-    copied = service.ask("Năm 2024 có bao nhiêu thỏa thuận hợp tác được ký kết?")
-    assert copied.reader is not None and copied.reader["draft"]
-    gen.replies = ["Invented English words [1]."]
-    english = service.ask("How many agreements were signed in 2024?")
-    assert english.reader is not None and english.reader["draft"] == "Invented English words [1]."

@@ -30,17 +30,10 @@ class RecordingGenerator(Generator):
     # The reader's own calls pass through too (without them the base class would answer them
     # through stream_chat: no token probabilities, no scoring — not the path the service takes).
     def complete(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        copy_from: Sequence[str] | None = None,
+        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
     ) -> Completion:
         self.calls.append(list(messages))
-        return self.inner.complete(
-            messages, max_tokens=max_tokens, temperature=temperature, copy_from=copy_from
-        )
+        return self.inner.complete(messages, max_tokens=max_tokens, temperature=temperature)
 
     def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:
         return self.inner.score(messages, candidates)

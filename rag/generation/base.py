@@ -100,18 +100,9 @@ class Generator(ABC):
         """Yield answer text piece by piece; closing the iterator stops generation."""
 
     def complete(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        copy_from: Sequence[str] | None = None,
+        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
     ) -> Completion:
-        """The whole answer. Engines without token probabilities return none (``[]``).
-
-        ``copy_from``: texts every phrase of the answer must be copied from
-        (``constraint.CopyConstraint``); an engine that cannot constrain its tokens (a remote
-        model server) ignores it."""
+        """The whole answer. Engines without token probabilities return none (``[]``)."""
         pieces = collect(self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature))
         return Completion(text="".join(pieces))
 

@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator, Sequence
 
 from rag.generation.base import ChatMessage, Completion, Generator, collect
-from rag.generation.constraint import CopyConstraint
 from rag.generation.states import StateReport
 from rag.text import fold, words
 
@@ -53,22 +52,9 @@ class FakeGenerator(Generator):
             yield piece
 
     def complete(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        copy_from: Sequence[str] | None = None,
+        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
     ) -> Completion:
         pieces = collect(self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature))
-        if copy_from:  # as the real engine: the answer ends where a piece would leave the texts
-            allowed = CopyConstraint(copy_from)
-            kept: list[str] = []
-            for piece in pieces:
-                if not allowed.allows("".join([*kept, piece])):
-                    break
-                kept.append(piece)
-            pieces = kept
         text = "".join(pieces)
         [logprobs] = self.score(messages, [text]) if pieces else [[0.0]]
         return Completion(

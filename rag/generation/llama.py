@@ -26,7 +26,6 @@ import numpy as np
 
 from rag.generation.base import ChatMessage, Completion, Generator
 from rag.generation.cancel import check
-from rag.generation.constraint import CopyConstraint
 from rag.generation.states import StateReport, StateStore, engine_key, token_hash
 
 ExtraBuffers = Literal["auto", "on", "off"]
@@ -374,18 +373,9 @@ class LlamaCppGenerator(Generator):
                 stream.close()
 
     def complete(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        copy_from: Sequence[str] | None = None,
+        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
     ) -> Completion:
-        """Greedy (or sampled) answer with the log-probability of every chosen token (under
-        the model's own distribution). With ``copy_from`` each token is the most likely one of
-        the ``COPY_CANDIDATES`` likeliest that keeps the answer copied from those texts
-        (``constraint.CopyConstraint``); where none does, the answer ends there."""
-        constraint = CopyConstraint(copy_from) if copy_from else None
+        """Greedy (or sampled) answer with the log-probability of every chosen token."""
         t0 = time.perf_counter()
         with self.lock:
             llm = self._llm
@@ -404,9 +394,7 @@ class LlamaCppGenerator(Generator):
             rng = np.random.default_rng(0)
             while len(out) < max_tokens:
                 check()  # the caller went away: stop at this token
-                if constraint is not None:
-                    token = self._copied_token(row, out, constraint)
-                elif temperature > 0:
+                if temperature > 0:
                     p = np.exp((row - row.max()) / temperature)
                     token = int(rng.choice(len(p), p=p / p.sum()))
                 else:
@@ -430,22 +418,6 @@ class LlamaCppGenerator(Generator):
                 first_token_s=first_s,
                 decode_s=decode_s,
             )
-
-    def _copied_token(self, row: np.ndarray, out: list[int], constraint: CopyConstraint) -> int:
-        """The likeliest token that keeps ``out`` copied from the evidence, or end-of-turn."""
-        llm = self._llm
-        written = llm.detokenize(out) if out else b""
-        for token in np.argsort(row)[::-1][:COPY_CANDIDATES]:
-            token = int(token)
-            if self._is_end(token):
-                if out:  # an empty answer says nothing: look further
-                    return token
-                continue
-            piece = llm.detokenize([token])
-            # A piece may end inside a UTF-8 character; the next token completes it.
-            if piece and constraint.allows((written + piece).decode("utf-8", errors="ignore")):
-                return token
-        return self._end_of_turn
 
     def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:
         """Each candidate read as the whole reply after the prompt, end-of-turn token last.
@@ -510,7 +482,5 @@ class LlamaCppGenerator(Generator):
 
 #: Candidates decoded side by side in one batch (each its own KV sequence).
 SCORE_SEQUENCES = 16
-#: How many of the likeliest tokens a copy-constrained step considers.
-COPY_CANDIDATES = 64
 
 _PARAMS_LOCK = threading.Lock()

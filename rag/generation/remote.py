@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -201,14 +201,8 @@ class RemoteGenerator(Generator):
         self._check_finished(finish)
 
     def complete(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        copy_from: Sequence[str] | None = None,
+        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
     ) -> Completion:
-        # ``copy_from`` cannot be enforced on a server's sampler: its answer is taken as it is.
         body = self._body(messages, max_tokens=max_tokens, temperature=temperature)
         body["stream_options"] = {"include_usage": True}
         if not self.logprobs:

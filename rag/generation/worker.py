@@ -415,17 +415,11 @@ class WorkerGenerator(Generator):
                         pass
 
     def complete(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        copy_from: Sequence[str] | None = None,
+        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
     ) -> Completion:
         result: Completion = self._call(
-            "complete", messages=messages, max_tokens=max_tokens, temperature=temperature,
-            copy_from=list(copy_from) if copy_from else None,
-        )  # fmt: skip
+            "complete", messages=messages, max_tokens=max_tokens, temperature=temperature
+        )
         return result
 
     def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:

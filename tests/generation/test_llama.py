@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from rag.generation.constraint import CopyConstraint
 from rag.generation.llama import SCORE_SEQUENCES, LlamaCppGenerator
 from rag.models import ModelError, resolve
 from rag.settings import SMALL_GENERATOR, Settings
@@ -40,19 +39,6 @@ def test_the_greedy_answer_carries_its_token_probabilities(engine: LlamaCppGener
     assert got.finished and len(got.token_logprobs) >= 2
     assert all(lp <= 0 for lp in got.token_logprobs)
     assert got.prompt_tokens > 20
-
-
-def test_a_copy_constrained_answer_holds_only_phrases_of_the_evidence(
-    engine: LlamaCppGenerator,
-) -> None:
-    evidence = ["Thủ tướng chứng kiến 25 thỏa thuận được ký kết."]
-    # Asked in English, the model would translate; constrained, it can only copy.
-    english = [{"role": "system", "content": "Answer in English, in a full sentence."}, PROMPT[1]]
-    free = engine.complete(english, max_tokens=24)
-    got = engine.complete(english, max_tokens=24, copy_from=evidence)
-    assert not CopyConstraint(evidence).allows(free.text)  # the free answer is not copied
-    assert got.text.strip() and CopyConstraint(evidence).allows(got.text)
-    assert len(got.token_logprobs) >= 1 and all(lp <= 0 for lp in got.token_logprobs)
 
 
 def test_candidates_scored_side_by_side_match_one_at_a_time(engine: LlamaCppGenerator) -> None:
