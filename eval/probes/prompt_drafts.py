@@ -7,7 +7,8 @@ the confidence, the decision and the prompt's token counts. ``prompt_summary.py`
 run with the drafts of the committed evaluation report (same retrieval, same greedy decoding).
 
 Usage from the repo root: ``RAG_PROMPT_EXAMPLES=1 .venv/bin/python eval/probes/prompt_drafts.py
-dev examples``; a third argument keeps the question types it names (``english``); appends to ``eval/probes/prompt_<name>_<split>.jsonl`` and resumes.
+dev examples``; a third argument keeps the question types it names (``english``); appends
+to ``eval/probes/prompt_<name>_<split>.jsonl`` and resumes.
 """
 
 import json

@@ -12,6 +12,7 @@ Usage from the repo root: ``.venv/bin/python eval/probes/text_signals.py``.
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -26,8 +27,6 @@ MARKER = r"\[\d+\]"
 
 
 def text_signals(draft: str, question: str) -> dict[str, float]:
-    import re
-
     w = words(re.sub(MARKER, " ", draft))
     own = own_words(draft, question)
     return {
