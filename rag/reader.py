@@ -243,41 +243,17 @@ class Reader:
         unknown_terms: int,
         english: bool,
         item_similarity: list[float] | None = None,
-        samples: int = 0,
-        sample_temperature: float = 0.7,
-        sample_tokens: int = 80,
     ) -> Reading:
-        if samples > 0 and temperature == 0:
-            completions = generator.drafts(
-                messages, n=samples, max_tokens=max_tokens, sample_tokens=sample_tokens,
-                temperature=sample_temperature,
-            )  # fmt: skip
-        else:
-            completions = [
-                generator.complete(messages, max_tokens=max_tokens, temperature=temperature)
-            ]
-        proposals = [
-            (c.text.strip(), c) for c in completions if c.text.strip() and not is_abstention(c.text)
-        ]
-        if not proposals:
-            first = completions[0]
-            return Reading(not_found, True, 0.0, first.text.strip(), completion=first)
+        completion = generator.complete(messages, max_tokens=max_tokens, temperature=temperature)
+        draft = completion.text.strip()
+        if not draft or is_abstention(draft):
+            return Reading(not_found, True, 0.0, draft, completion=completion)
         scored = generator.score(messages, [not_found])
-        measured = []
-        for text, c in proposals:
-            sig = measure(
-                text, c, scored[0] if scored else [], context, question=question,
-                dense_top=dense_top, unknown_terms=unknown_terms, english=english,
-                item_similarity=item_similarity,
-            )  # fmt: skip
-            conf = self.calibration.probability(sig) if self.calibration else 1.0
-            floor = sig.get("lexical", 1.0) >= MIN_LEXICAL_SUPPORT
-            measured.append((floor, conf, text, c, sig))
-        # Of the greedy draft and the samples, the one the confidence trusts most (the first,
-        # the greedy one, on a tie); one no passage supports enough comes last.
-        _, _, draft, completion, signals = max(measured, key=lambda m: (m[0], m[1]))
-        if len(completions) > 1:
-            signals["chosen_sample"] = float(completions.index(completion))  # 0: the greedy one
+        signals = measure(
+            draft, completion, scored[0] if scored else [], context, question=question,
+            dense_top=dense_top, unknown_terms=unknown_terms, english=english,
+            item_similarity=item_similarity,
+        )  # fmt: skip
         # Markers: each sentence cites a passage holding its numbers (a wrong [n] is moved).
         grounded = ground_answer(draft, context, question=question, check_names=False)
         # The rules this reader replaces, kept only to measure against (evaluation trace).

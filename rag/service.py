@@ -696,8 +696,6 @@ class RAG:
             temperature=s.temperature if temperature is None else temperature,
             dense_top=best, unknown_terms=len(unknown), english=english,
             item_similarity=similarity([p.chunk.text for p in context]),
-            samples=s.draft_samples, sample_temperature=s.draft_sample_temperature,
-            sample_tokens=s.draft_sample_tokens,
         )  # fmt: skip
         if reading.completion is not None:
             timings.prompt_tokens = reading.completion.prompt_tokens

@@ -88,24 +88,6 @@ class Settings(BaseSettings):
     n_ctx: int = Field(4096, ge=512, description="Context window of the answer model.")
     max_tokens: int = Field(320, ge=1, description="Most tokens an answer may have.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
-    prompt_lookup_tokens: int = Field(
-        0,
-        ge=0,
-        le=64,
-        description="Prompt lookup decoding: tokens of the evidence guessed as the greedy "
-        "answer's continuation and checked in one step (the answer is unchanged). 0: off.",
-    )
-    draft_samples: int = Field(
-        0,
-        ge=0,
-        le=15,
-        description="Answers sampled beside the greedy one (same prompt, decoded side by side); "
-        "the reader gives the one its calibrated confidence trusts most. 0: the greedy one only.",
-    )
-    draft_sample_temperature: float = Field(
-        0.7, gt=0.0, le=2.0, description="Sampling temperature of those extra answers."
-    )
-    draft_sample_tokens: int = Field(80, ge=1, description="Most tokens a sampled answer may have.")
 
     # --- scale-out: a vector database and a remote model server -----------------------------
     vector_store: Literal["faiss", "milvus"] = Field(

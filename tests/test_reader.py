@@ -99,39 +99,6 @@ def test_a_draft_that_says_not_found_is_not_scored() -> None:
     assert got.abstained and got.confidence == 0.0 and not got.signals
 
 
-def _read_drafts(generator: FakeGenerator, cal: Calibration, samples: int) -> object:
-    ctx = _ctx()
-    return Reader(cal).read(
-        generator, build_messages(QUESTION, ctx, english=False, history=[]), ctx,
-        question=QUESTION, not_found=NOT_FOUND_VI, max_tokens=60, temperature=0.0,
-        dense_top=0.6, unknown_terms=0, english=False, samples=samples,
-    )  # fmt: skip
-
-
-def test_of_greedy_and_sampled_drafts_the_most_trusted_is_given() -> None:
-    # The fake's replies go to the greedy draft first, then to the samples. Half the greedy
-    # draft's words are not in the passage (log-prob log 0.5); the second sample's all are.
-    gen = FakeGenerator(
-        ["25 thỏa thuận mới ở Paris hôm qua [1]", NOT_FOUND_VI, "25 thỏa thuận [1]"]
-    )
-    got = _read_drafts(gen, _calibration(threshold=0.5), samples=2)
-    assert not got.abstained and got.draft == "25 thỏa thuận [1]"
-    assert got.signals["chosen_sample"] == 2.0 and got.cited == [1]
-    # On a tie the greedy draft stays.
-    tie = FakeGenerator(["25 thỏa thuận được ký kết [1]", "25 thỏa thuận [1]"])
-    got = _read_drafts(tie, _calibration(threshold=0.5), samples=1)
-    assert got.draft == "25 thỏa thuận được ký kết [1]" and got.signals["chosen_sample"] == 0.0
-
-
-def test_a_sample_can_answer_where_the_greedy_draft_said_not_found() -> None:
-    gen = FakeGenerator([NOT_FOUND_VI, "25 thỏa thuận [1]"])
-    got = _read_drafts(gen, _calibration(threshold=0.5), samples=1)
-    assert not got.abstained and got.draft == "25 thỏa thuận [1]"
-    # With no sample proposing anything the reader abstains, unscored.
-    none = _read_drafts(FakeGenerator([NOT_FOUND_VI, NOT_FOUND_VI]), _calibration(), samples=1)
-    assert none.abstained and none.confidence == 0.0
-
-
 def test_invented_words_stay_below_the_lexical_floor_however_sure() -> None:
     cal = _calibration(threshold=0.0)  # would give anything
     got = _read(FakeGenerator(["Hãy truy cập trang web khuyến mãi ngay hôm nay [1]"]), cal)

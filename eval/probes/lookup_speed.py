@@ -6,7 +6,8 @@ with ``lookup_tokens`` 0 and ``K`` (order alternating per question; the model's 
 emptied before every ask, so both read the whole prompt), and writes per question the first
 token, the decode time, the tokens generated and whether the two drafts are the same.
 
-Usage from the repo root: ``RAG_GENERATOR_PROCESS=0 .venv/bin/python
+Needs the engine of commit 40b6428 (``lookup_tokens``; removed after it, as it did not pay):
+``git checkout 40b6428`` first. Usage from the repo root: ``RAG_GENERATOR_PROCESS=0 .venv/bin/python
 eval/probes/lookup_speed.py dev [N] [K]``; writes ``eval/probes/lookup_<split>.jsonl``.
 """
 

@@ -6,7 +6,6 @@ worker process that wraps either, and (later) a remote OpenAI-compatible model s
 - ``stream_chat``: answer text piece by piece (chat clients that want raw streaming);
 - ``complete``: a whole answer with the log-probability of every token it chose, so the reader
   can judge it before anybody sees it;
-- ``drafts``: the greedy answer and a few sampled ones, for the reader to choose from;
 - ``score``: the log-probabilities a model gives to candidate answers, each read as a complete
   reply (its tokens, then the end-of-turn token) after the same prompt.
 """
@@ -106,27 +105,6 @@ class Generator(ABC):
         """The whole answer. Engines without token probabilities return none (``[]``)."""
         pieces = collect(self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature))
         return Completion(text="".join(pieces))
-
-    def drafts(
-        self,
-        messages: list[ChatMessage],
-        *,
-        n: int,
-        max_tokens: int,
-        sample_tokens: int,
-        temperature: float,
-    ) -> list[Completion]:
-        """The greedy answer, then ``n`` answers sampled at ``temperature`` (at most
-        ``sample_tokens`` each). Here one after the other; the llama.cpp engine decodes them
-        side by side."""
-        first = self.complete(messages, max_tokens=max_tokens)
-        if n <= 0 or temperature <= 0:
-            return [first]
-        limit = min(sample_tokens, max_tokens)
-        return [
-            first,
-            *(self.complete(messages, max_tokens=limit, temperature=temperature) for _ in range(n)),
-        ]
 
     def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:
         """Log-probability of every token of each candidate reply, end-of-turn token last.

@@ -24,7 +24,7 @@ def local_engine(config: dict[str, Any]) -> Generator:
     return LlamaCppGenerator(
         Path(path), n_ctx=s.n_ctx, n_threads=s.n_threads, extra_buffers=s.extra_buffers,
         states_dir=s.states_path if s.passage_states_mb else None,
-        states_max_bytes=s.passage_states_mb * 1_000_000, lookup_tokens=s.prompt_lookup_tokens,
+        states_max_bytes=s.passage_states_mb * 1_000_000,
     )  # fmt: skip
 
 

@@ -88,7 +88,6 @@ class LlamaCppGenerator(Generator):
         extra_buffers: ExtraBuffers = "auto",
         states_dir: Path | None = None,
         states_max_bytes: int = 0,
-        lookup_tokens: int = 0,
     ) -> None:
         import llama_cpp
         import llama_cpp.llama as llama_module
@@ -151,11 +150,6 @@ class LlamaCppGenerator(Generator):
         self.last_state_tokens = 0
         #: Prefills that started from a stored state, and the prompt tokens they skipped.
         self.state_loads = 0
-        #: Tokens guessed from the prompt per greedy step (0: one token a step), the steps that
-        #: read a guess and the guessed tokens kept (prompt lookup decoding, ``complete``).
-        self.lookup_tokens = lookup_tokens
-        self.lookup_steps = 0
-        self.lookup_kept = 0
         self.state_tokens_loaded = 0
         self.states: StateStore | None = None
         if states_dir is not None and states_max_bytes > 0:
@@ -404,7 +398,6 @@ class LlamaCppGenerator(Generator):
             logprobs: list[float] = []
             finished = False
             rng = np.random.default_rng(seed)
-            lookup = self.lookup_tokens if temperature == 0 else 0
             while len(out) < max_tokens:
                 check()  # the caller went away: stop at this token
                 if temperature > 0:
@@ -417,33 +410,8 @@ class LlamaCppGenerator(Generator):
                     finished = True
                     break
                 out.append(token)
-                if len(out) >= max_tokens:
-                    break
-                guess = prompt_lookup(prompt, out, lookup) if lookup else []
-                guess = guess[: max_tokens - len(out)]
-                if not guess:
-                    llm.eval([token])
-                    row = self._logits_row(-1).copy()
-                    continue
-                # The guess is read in the same step as the token; each guessed token the model
-                # would have chosen itself is kept, the rest of the guess is dropped.
-                rows = self._decode_seq0([token, *guess])
-                self.lookup_steps += 1
-                kept = 0
-                for j, g in enumerate(guess):
-                    if int(rows[j].argmax()) != g:
-                        break
-                    logprobs.append(self._logprob(rows[j], g))
-                    if self._is_end(g):
-                        finished = True
-                        break
-                    out.append(g)
-                    kept += 1
-                self.lookup_kept += kept
-                self._truncate_seq0(llm.n_tokens - len(guess) + kept)
-                if finished:
-                    break
-                row = rows[kept]
+                llm.eval([token])
+                row = self._logits_row(-1).copy()
             decode_s = time.perf_counter() - t0 - first_s
             text = llm.detokenize(out).decode("utf-8", errors="replace")
             return Completion(
@@ -456,128 +424,6 @@ class LlamaCppGenerator(Generator):
                 first_token_s=first_s,
                 decode_s=decode_s,
             )
-
-    def _decode_seq0(self, tokens: list[int]) -> list[np.ndarray]:
-        """Append ``tokens`` to the prompt's sequence in one batch; the logits after each."""
-        llm = self._llm
-        batch = llm._batch.batch
-        n0 = llm.n_tokens
-        for j, tok in enumerate(tokens):
-            batch.token[j] = tok
-            batch.pos[j] = n0 + j
-            batch.seq_id[j][0] = 0
-            batch.n_seq_id[j] = 1
-            batch.logits[j] = True
-        batch.n_tokens = len(tokens)
-        llm._ctx.decode(llm._batch)
-        llm.input_ids[n0 : n0 + len(tokens)] = tokens
-        llm.n_tokens = n0 + len(tokens)
-        return [self._logits_row(j).copy() for j in range(len(tokens))]
-
-    def _truncate_seq0(self, n: int) -> None:
-        """Forget the prompt sequence's cells from position ``n`` on."""
-        import llama_cpp
-
-        llm = self._llm
-        if n < llm.n_tokens:
-            llama_cpp.llama_memory_seq_rm(llm._ctx.memory, 0, n, -1)
-            llm.n_tokens = n
-
-    def drafts(
-        self,
-        messages: list[ChatMessage],
-        *,
-        n: int,
-        max_tokens: int,
-        sample_tokens: int,
-        temperature: float,
-    ) -> list[Completion]:
-        """The greedy answer and ``n`` answers sampled at ``temperature`` (seeds 1..n), decoded
-        side by side: the prompt is read once (sequence 0), each answer grows in its own
-        sequence sharing the prompt's KV cells, and one batch per step carries a token of every
-        unfinished answer, so on a CPU (where a step reads all the weights) five answers cost
-        little more than one."""
-        if n <= 0 or temperature <= 0:
-            return [self.complete(messages, max_tokens=max_tokens)]
-        import llama_cpp
-
-        t0 = time.perf_counter()
-        with self.lock:
-            llm = self._llm
-            prompt = self._prompt_tokens(messages)
-            n = min(n, SCORE_SEQUENCES - 1)
-            limits = [max_tokens] + [min(sample_tokens, max_tokens)] * n
-            if len(prompt) + sum(limits) > llm.n_ctx():
-                limits = [max_tokens]  # no room for the samples beside the greedy answer
-            if len(prompt) + limits[0] > llm.n_ctx():
-                raise ValueError(
-                    f"the prompt has {len(prompt)} tokens; with {max_tokens} to generate it "
-                    f"exceeds the context window ({llm.n_ctx()}, setting n_ctx)"
-                )
-            first = self._prefill(prompt)
-            state_tokens = self.last_state_tokens
-            first_s = time.perf_counter() - t0
-            n_past = len(prompt)
-            k = len(limits)
-            rngs = [np.random.default_rng(seed) for seed in range(k)]
-            out: list[list[int]] = [[] for _ in range(k)]
-            logprobs: list[list[float]] = [[] for _ in range(k)]
-            finished = [False] * k
-            rows = [first] * k
-            memory = llm._ctx.memory
-            batch = llm._batch.batch
-            for seq in range(1, k + 1):
-                llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
-                llama_cpp.llama_memory_seq_cp(memory, 0, seq, 0, n_past)
-            try:
-                active = list(range(k))
-                while active:
-                    check()  # the caller went away: stop at this step
-                    going = []
-                    for i in active:
-                        row = rows[i]
-                        if i == 0:
-                            token = int(row.argmax())
-                        else:
-                            p = np.exp((row - row.max()) / temperature)
-                            token = int(rngs[i].choice(len(p), p=p / p.sum()))
-                        logprobs[i].append(self._logprob(row, token))
-                        if self._is_end(token):
-                            finished[i] = True
-                        else:
-                            out[i].append(token)
-                            if len(out[i]) < limits[i]:
-                                going.append(i)
-                    active = going
-                    if not active:
-                        break
-                    for j, i in enumerate(active):
-                        batch.token[j] = out[i][-1]
-                        batch.pos[j] = n_past + len(out[i]) - 1
-                        batch.seq_id[j][0] = i + 1
-                        batch.n_seq_id[j] = 1
-                        batch.logits[j] = True
-                    batch.n_tokens = len(active)
-                    llm._ctx.decode(llm._batch)
-                    for j, i in enumerate(active):
-                        rows[i] = self._logits_row(j).copy()
-            finally:
-                for seq in range(1, k + 1):
-                    llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
-            decode_s = time.perf_counter() - t0 - first_s
-            return [
-                Completion(
-                    text=llm.detokenize(out[i]).decode("utf-8", errors="replace"),
-                    token_logprobs=logprobs[i],
-                    finished=finished[i],
-                    prompt_tokens=len(prompt),
-                    cached_tokens=self.last_cached_tokens,
-                    state_tokens=state_tokens,
-                    first_token_s=first_s,
-                    decode_s=decode_s,
-                )
-                for i in range(k)
-            ]
 
     def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:
         """Each candidate read as the whole reply after the prompt, end-of-turn token last.
@@ -638,18 +484,6 @@ class LlamaCppGenerator(Generator):
                     for seq in range(1, len(group) + 1):
                         llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
             return results
-
-
-def prompt_lookup(prompt: Sequence[int], out: Sequence[int], k: int, longest: int = 3) -> list[int]:
-    """Up to ``k`` tokens that followed, in ``prompt``, the longest run (of at most ``longest``
-    tokens) that ends the answer ``out`` so far: an answer copied from the evidence continues
-    as the evidence does (prompt lookup decoding). The latest occurrence wins."""
-    for n in range(min(longest, len(out)), 0, -1):
-        tail = list(out[-n:])
-        for start in range(len(prompt) - n - 1, -1, -1):
-            if list(prompt[start : start + n]) == tail:
-                return list(prompt[start + n : start + n + k])
-    return []
 
 
 #: Candidates decoded side by side in one batch (each its own KV sequence).

@@ -422,21 +422,6 @@ class WorkerGenerator(Generator):
         )
         return result
 
-    def drafts(
-        self,
-        messages: list[ChatMessage],
-        *,
-        n: int,
-        max_tokens: int,
-        sample_tokens: int,
-        temperature: float,
-    ) -> list[Completion]:
-        result: list[Completion] = self._call(
-            "drafts", messages=messages, n=n, max_tokens=max_tokens,
-            sample_tokens=sample_tokens, temperature=temperature,
-        )  # fmt: skip
-        return result
-
     def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:
         result: list[list[float]] = self._call("score", messages=messages, candidates=candidates)
         return result

@@ -56,8 +56,6 @@ def test_the_worker_answers_like_the_engine_it_runs(worker: WorkerGenerator) -> 
         worker.score(PROMPT, ["25 thỏa thuận", "99 tỷ USD"])[0][0]
         > worker.score(PROMPT, ["99 tỷ USD"])[0][0]
     )
-    drafts = worker.drafts(PROMPT, n=2, max_tokens=50, sample_tokens=10, temperature=0.7)
-    assert [d.text for d in drafts] == [got.text] * 3  # the fake's samples are its answer
     st = worker.state()
     assert st.state == "ready" and st.pid is not None and st.pid != os.getpid()
 
