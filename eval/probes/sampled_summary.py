@@ -152,3 +152,38 @@ for way in ("greedy", "max-conf", "agree", "vote", "cand-fit"):
             f"ans refused {o['answerable_refused']:.3f}  ans wrong {o['answerable_wrong']:.3f}  "
             f"una refused {o['unanswerable_refused']:.3f}  utility {o['utility']:.3f}  AUC {auc}"
         )
+
+# Samples as a fallback only: the greedy draft where the shipped decision gives it; else the
+# sample of highest confidence, given at or above a second threshold (dev only: it loses at
+# every one, so none is chosen and test is not scored).
+cal.FEATURES = FEATURES
+model = cal.fit([point(r, candidates(r)[0], r["signals"], "dev") for r in splits["dev"]])
+dev_g = [point(r, candidates(r)[0], r["signals"], "dev") for r in splits["dev"]]
+model.threshold = cal.choose_threshold(dev_g, cal.confidences(model, dev_g))
+
+
+def fallback(rows: list[dict], split: str, second: float) -> tuple[list, list]:
+    ps, conf = [], []
+    for r in rows:
+        cands = candidates(r)
+        g = point(r, cands[0], r["signals"], split)
+        [c0] = cal.confidences(model, [g])
+        if c0 >= model.threshold:
+            ps.append(g)
+            conf.append(1.0)
+            continue
+        sp = [point(r, c, c["signals"], split) for c in cands[1:]]
+        sc = cal.confidences(model, sp) if sp else []
+        if sc and max(sc) >= second:
+            i = max(range(len(sc)), key=lambda j: sc[j])
+            ps.append(sp[i])
+            conf.append(1.0)
+        else:
+            ps.append(g)
+            conf.append(0.0)
+    return ps, conf
+
+
+for t in (0.5, 0.8, 0.9, 0.95, 0.99):
+    o = cal.outcome(*fallback(splits["dev"], "dev", t), 0.5)
+    print(f"  fallback  dev  at {t:.2f}: utility {o['utility']:.3f}")
