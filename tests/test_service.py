@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.embedding import HashingEmbedder
+from rag.embedding import HashingEmbedder, Vectors
 from rag.generation import FakeGenerator
 from rag.index import IndexError_
 from rag.prompts import NOT_FOUND_EN, NOT_FOUND_VI
@@ -129,6 +129,33 @@ def test_invalid_markers_are_dropped_and_missing_ones_added(
 def test_bad_questions_are_refused(rag: RAG, question: str) -> None:
     with pytest.raises(QuestionError):
         rag.ask(question)
+
+
+class QueryLog(HashingEmbedder):
+    """The hashing fake, remembering the text of every query it embeds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries: list[str] = []
+
+    def _embed_query(self, text: str) -> Vectors:
+        self.queries.append(text)
+        return super()._embed_query(text)
+
+
+def test_an_unaccented_query_is_searched_with_its_diacritics_restored(
+    settings: Settings, fake_generator: FakeGenerator
+) -> None:
+    embedder = QueryLog()
+    service = RAG(settings, embedder, fake_generator)
+    service.ingest()
+    service.search("chi thi 15 ban hanh ngay nao", 3)
+    service.ask("Chi thi 15 ban hanh ngay nao?")
+    service.ask("When was Directive 15 issued?")  # English: searched as it is
+    assert embedder.queries == [
+        "chỉ thị 15 ban hành ngày nào", "Chỉ thị 15 ban hành ngày nào?",
+        "When was Directive 15 issued?",
+    ]  # fmt: skip
 
 
 def test_follow_up_uses_the_conversation(rag: RAG) -> None:
