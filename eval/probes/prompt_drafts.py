@@ -8,16 +8,20 @@ run with the drafts of the committed evaluation report (same retrieval, same gre
 
 Usage from the repo root: ``RAG_PROMPT_EXAMPLES=1 .venv/bin/python eval/probes/prompt_drafts.py
 dev examples``; a third argument keeps the question types it names (``english``); appends
-to ``eval/probes/prompt_<name>_<split>.jsonl`` and resumes.
+to ``eval/probes/prompt_<name>_<split>.jsonl`` and resumes. ``PROBE_SYSTEM_VI=<file>``
+replaces the instructions of Vietnamese questions (``rag.prompts.SYSTEM_VI``) with the file's
+text for this run.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, resumable, split_items  # eval/probes/ (the script's folder)
 
+from rag import prompts
 from rag.evaluation.metrics import answer_correct
 from rag.service import RAG
 from rag.settings import Settings
@@ -26,6 +30,8 @@ split = sys.argv[1] if len(sys.argv) > 1 else "dev"
 name = sys.argv[2] if len(sys.argv) > 2 else "examples"
 types = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else None  # e.g. "english"
 path = ROOT / f"eval/probes/prompt_{name}_{split}.jsonl"
+if os.environ.get("PROBE_SYSTEM_VI"):
+    prompts.SYSTEM_VI = Path(os.environ["PROBE_SYSTEM_VI"]).read_text("utf-8").strip()
 done, out = resumable(path)
 rag = RAG.from_settings(Settings())
 for g in split_items(split):
