@@ -552,15 +552,13 @@ class RAG:
         found = self.retrieve(self.query_read(q), k, filters)
         return [to_citation(i, p) for i, p in enumerate(found, 1)]
 
-    def query_read(self, text: str, english: bool | None = None) -> str:
+    def query_read(self, text: str) -> str:
         """What is searched and read for ``text``: an unaccented Vietnamese text with its
         diacritics back from the corpus (``rag/diacritics.py``), anything else as it is.
         Searching the restored text matters for the dense half (BM25 folds diacritics anyway):
         on the gold set's unaccented dev questions passage hit@5 went 18 → 21 of 21
         (``eval/probes/restored_search.py``)."""
-        if looks_english(text) if english is None else english:
-            return text
-        return self.restorer().restore(text)
+        return text if looks_english(text) else self.restorer().restore(text)
 
     def filters(
         self,
@@ -659,7 +657,7 @@ class RAG:
         q_vi = self.translate(q) if english and s.english_translate else ""
         # What is searched and read: an unaccented question gets its diacritics back from
         # the corpus; an English one is read as it is or in its Vietnamese version.
-        q_read = (q_vi or q) if english else self.query_read(q, english=False)
+        q_read = (q_vi or q) if english else self.query_read(q)
         t_search = time.perf_counter()
         search = self.search_query(q_read, history)
         passages = self.retrieve(search, top_k or s.top_k, filters)
