@@ -4,13 +4,18 @@ Input: the per-item records of an evaluation run (``report.json``), whose reader
 each proposed answer (``draft``), whether it was right, and its signals. A logistic model over
 ``rag.reader.FEATURES`` is fitted on **dev** items only (L2-regularised, Newton steps, numpy);
 the abstention threshold is the one that maximises, on dev, right answers minus wrong answers
-(a wrong answer costs more than an honest "not found"). Test items are only scored.
+(a wrong answer costs more than an honest "not found"). Which signals the model reads, and how
+strongly it is regularised, are chosen on dev too: greedy forward selection by out-of-fold
+log-loss, folds grouped by question (``select``), so that a signal enters only when it predicts
+held-out dev questions. Dev records of other runs (the same questions drafted on another CPU)
+may join the fit. Test items are only scored.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,10 +26,14 @@ import numpy as np
 from rag.reader import FEATURES, Calibration, Reader
 
 L2 = 1.0
+#: Regularisation strengths ``select`` tries, and its cross-validation.
+L2_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
+FOLDS, REPEATS = 5, 4
 
 
 @dataclass
 class Point:
+    id: str
     split: str
     type: str
     answerable: bool
@@ -35,13 +44,14 @@ class Point:
 
 
 def points(records: Sequence[dict[str, Any]]) -> list[Point]:
-    out = []
+    out: list[Point] = []
     for r in records:
         sig = r.get("signals") or {}
         # A proposal has the reader's signals; a draft that said "not found" has none.
         proposed = "lexical" in sig and not sig.get("uncited")
         out.append(Point(
-            split=r.get("split") or "", type=r["type"], answerable=bool(r["sources"]),
+            id=str(r.get("id", len(out))), split=r.get("split") or "", type=r["type"],
+            answerable=bool(r["sources"]),
             proposed=proposed, right=bool(r.get("draft_correct")) and proposed,
             signals={k: float(v) for k, v in sig.items()},
             legacy_answered=proposed and bool(sig.get("legacy_answered")),
@@ -49,29 +59,30 @@ def points(records: Sequence[dict[str, Any]]) -> list[Point]:
     return out
 
 
-def _matrix(ps: Sequence[Point]) -> np.ndarray:
+def _matrix(ps: Sequence[Point], features: Sequence[str] = FEATURES) -> np.ndarray:
     """Signals as rows; one an engine could not give is its column's mean (no information,
     as ``Calibration.probability`` reads it), 0 where no point has it."""
-    x = np.array([[p.signals.get(f, np.nan) for f in FEATURES] for p in ps], dtype=float)
+    x = np.array([[p.signals.get(f, np.nan) for f in features] for p in ps], dtype=float)
     if not x.size:
-        return x.reshape(len(ps), len(FEATURES))
+        return x.reshape(len(ps), len(features))
     present = ~np.isnan(x)
     counts = present.sum(axis=0)
     means = np.where(present, x, 0.0).sum(axis=0) / np.maximum(counts, 1)
     return np.where(present, x, means)
 
 
-def fit(ps: Sequence[Point]) -> Calibration:
-    """Logistic regression (standardised features, L2) on proposed answers: P(right)."""
+def fit(ps: Sequence[Point], features: Sequence[str] = FEATURES, l2: float = L2) -> Calibration:
+    """Logistic regression (standardised ``features``, L2 penalty ``l2``) on proposed answers:
+    P(right)."""
     xs = [p for p in ps if p.proposed]
-    x = _matrix(xs)
+    x = _matrix(xs, features)
     y = np.array([p.right for p in xs], dtype=float)
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-9] = 1.0
     z = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
     w = np.zeros(z.shape[1])
-    reg = np.full(z.shape[1], L2)
+    reg = np.full(z.shape[1], l2)
     reg[0] = 0.0
     for _ in range(50):
         p = 1 / (1 + np.exp(-z @ w))
@@ -82,12 +93,60 @@ def fit(ps: Sequence[Point]) -> Calibration:
         if np.abs(step).max() < 1e-8:
             break
     return Calibration(
-        weights={f: float(v) for f, v in zip(FEATURES, w[1:], strict=True)},
+        weights={f: float(v) for f, v in zip(features, w[1:], strict=True)},
         bias=float(w[0]),
-        mean={f: float(v) for f, v in zip(FEATURES, mean, strict=True)},
-        scale={f: float(v) for f, v in zip(FEATURES, scale, strict=True)},
+        mean={f: float(v) for f, v in zip(features, mean, strict=True)},
+        scale={f: float(v) for f, v in zip(features, scale, strict=True)},
         threshold=0.5,
     )
+
+
+def oof_logloss(ps: Sequence[Point], features: Sequence[str], l2: float) -> float:
+    """Mean out-of-fold log-loss of P(right) over the proposed answers of ``ps``: ``FOLDS``
+    folds grouped by question id (one question's drafts from several runs stay together),
+    ``REPEATS`` shuffles with fixed seeds."""
+    props = [p for p in ps if p.proposed]
+    ids = sorted({p.id for p in props})
+    losses: list[float] = []
+    for rep in range(REPEATS):
+        order = ids[:]
+        random.Random(rep).shuffle(order)
+        fold = {q: i % FOLDS for i, q in enumerate(order)}
+        for k in range(FOLDS):
+            cal = fit([p for p in props if fold[p.id] != k], features, l2)
+            for p in props:
+                if fold[p.id] == k:
+                    pr = min(max(cal.probability(p.signals), 1e-6), 1 - 1e-6)
+                    losses.append(-math.log(pr if p.right else 1 - pr))
+    return float(np.mean(losses)) if losses else math.inf
+
+
+def forward(ps: Sequence[Point], l2: float) -> tuple[tuple[str, ...], float]:
+    """Greedy forward selection over ``FEATURES`` by ``oof_logloss``: add the signal that
+    lowers it most, stop when none does."""
+    chosen: list[str] = []
+    best = oof_logloss(ps, chosen, l2)
+    while len(chosen) < len(FEATURES):
+        loss, f = min((oof_logloss(ps, [*chosen, f], l2), f) for f in FEATURES if f not in chosen)
+        if loss >= best - 1e-4:
+            break
+        chosen.append(f)
+        best = loss
+    return tuple(chosen), best
+
+
+def select(ps: Sequence[Point]) -> tuple[tuple[str, ...], float, list[dict[str, Any]]]:
+    """The signal set and L2 strength with the lowest out-of-fold log-loss on ``ps`` (dev):
+    for each strength in ``L2_GRID``, all signals and the forward selection. Returns the
+    choice and every candidate's loss."""
+    table: list[dict[str, Any]] = []
+    for l2 in L2_GRID:
+        table.append({"features": tuple(FEATURES), "l2": l2,
+                      "logloss": oof_logloss(ps, FEATURES, l2)})  # fmt: skip
+        feats, loss = forward(ps, l2)
+        table.append({"features": feats, "l2": l2, "logloss": loss})
+    best = min(table, key=lambda r: r["logloss"])
+    return best["features"], best["l2"], table
 
 
 def confidences(cal: Calibration, ps: Sequence[Point]) -> list[float]:
@@ -186,23 +245,32 @@ def by_type(ps: Sequence[Point], conf: Sequence[float], threshold: float) -> dic
 
 
 def study(
-    records: Sequence[dict[str, Any]], cal: Calibration | None = None
+    records: Sequence[dict[str, Any]],
+    cal: Calibration | None = None,
+    also: Sequence[Sequence[dict[str, Any]]] = (),
 ) -> tuple[Calibration, dict[str, Any]]:
-    """Measure the reader's decision on dev and test. Without ``cal``, first fit the model and
-    choose the threshold on dev (test is never looked at for that)."""
+    """Measure the reader's decision on dev and test. Without ``cal``, first choose the signals
+    and regularisation (``select``), fit the model and choose the threshold on dev — the dev
+    items of ``records`` and of each run in ``also`` (test is never looked at for that)."""
     ps = points(records)
     dev = [p for p in ps if p.split == "dev"]
     test = [p for p in ps if p.split == "test"]
+    selection: list[dict[str, Any]] = []
     if cal is None:
-        cal = fit(dev)
-        dev_conf = confidences(cal, dev)
-        cal.threshold = choose_threshold(dev, dev_conf)
+        train = dev + [p for run in also for p in points(run) if p.split == "dev"]
+        features, l2, selection = select(train)
+        cal = fit(train, features, l2)
+        cal.threshold = choose_threshold(train, confidences(cal, train))
+        runs = f"{1 + len(also)} runs' " if also else ""
         cal.fitted_on = (
-            f"dev split, {len(dev)} questions ({sum(p.proposed for p in dev)} proposed answers)"
+            f"{runs}dev split, {len(train)} drafts ({sum(p.proposed for p in train)} proposed "
+            f"answers); {len(features)} signals and L2 {l2:g} chosen by grouped 5-fold "
+            "cross-validation on dev"
         )
     result: dict[str, Any] = {
-        "threshold": cal.threshold, "features": list(FEATURES), "fitted_on": cal.fitted_on,
-        "weights": cal.weights,
+        "threshold": cal.threshold, "features": list(FEATURES), "signals": list(cal.weights),
+        "fitted_on": cal.fitted_on, "weights": cal.weights,
+        "selection": [{**r, "features": list(r["features"])} for r in selection],
     }  # fmt: skip
     for name, part in (("dev", dev), ("test", test)):
         conf = confidences(cal, part)
@@ -242,10 +310,11 @@ def markdown(result: dict[str, Any]) -> str:
         ("answerable answered wrongly", "answerable_wrong"),
         ("unanswerable refused (target ≥ 80 %)", "unanswerable_refused"),
     ]
+    signals = ", ".join(result.get("signals", result["features"]))
     lines = [
         "# The reader's decision: dev and test",
         "",
-        f"Confidence: a logistic model over {', '.join(result['features'])}, fitted on "
+        f"Confidence: a logistic model over {signals}, fitted on "
         f"{result['fitted_on']}; abstention threshold **{result['threshold']:.3f}** (chosen on "
         "dev: most right answers minus wrong answers). Test was never used to fit or choose.",
         "",
@@ -284,6 +353,24 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {f} | {_f(d['single_signal_auc'][f], False)} | "
             f"{_f(t['single_signal_auc'][f], False)} |"
         )
+    if result.get("selection"):
+        lines += [
+            "",
+            "## Choosing the signals (dev only)",
+            "",
+            "Out-of-fold log-loss of P(right) on dev (5 folds grouped by question, 4 shuffles; "
+            "lower is better): all signals, and the greedy forward selection, at each L2 "
+            "strength. The lowest is the shipped model.",
+            "",
+            "| L2 | signals | log-loss |",
+            "|---:|---|---:|",
+        ]
+        best = min(r["logloss"] for r in result["selection"])
+        for r in result["selection"]:
+            feats = r["features"]
+            label = "all" if len(feats) == len(FEATURES) else ", ".join(feats) or "none"
+            mark = " **(chosen)**" if r["logloss"] == best else ""
+            lines.append(f"| {r['l2']:g} | {label}{mark} | {r['logloss']:.4f} |")
     lines += [
         "",
         "## Calibration (confidence bin → accuracy of those answers)",
@@ -379,17 +466,26 @@ def apply(records: Sequence[dict[str, Any]], cal: Calibration) -> list[dict[str,
     return out
 
 
-def main(report: Path, out: Path, calibration: Path | None, *, rerender: bool = False) -> None:
-    """``rag calibrate``: fit on dev (writing ``calibration``), report dev and test; with
-    ``rerender`` also rewrite the run's report with the decisions taken at the fitted threshold."""
+def main(
+    report: Path,
+    out: Path,
+    calibration: Path | None,
+    *,
+    rerender: bool = False,
+    also: Sequence[Path] = (),
+) -> None:
+    """``rag calibrate``: fit on dev (writing ``calibration``), report dev and test; the dev
+    records of the runs in ``also`` join the fit. With ``rerender`` also rewrite the run's report
+    with the decisions taken at the fitted threshold."""
     doc = json.loads(report.read_text("utf-8"))
     records = doc["records"]
-    cal, result = study(records)
+    others = [json.loads(p.read_text("utf-8"))["records"] for p in also]
+    cal, result = study(records, also=others)
     if calibration is not None:
         calibration.write_text(json.dumps(asdict(cal), indent=1) + "\n", "utf-8")
     write(result, out)
     if rerender:
-        from rag.evaluation.report import Report
+        from rag.evaluation.report import Report, load_report
         from rag.evaluation.report import write as write_report
         from rag.evaluation.runner import ItemRecord
 
@@ -399,4 +495,8 @@ def main(report: Path, out: Path, calibration: Path | None, *, rerender: bool = 
             f"re-applied by `rag calibrate --rerender` at threshold {cal.threshold:.3f} "
             f"({cal.fitted_on}) from the signals this run recorded"
         )
-        write_report(Report.build(config, decided, None, None), out)
+        # Compared with the same run as it was decided before (the previous calibration).
+        before = load_report(report)
+        write_report(
+            Report.build(config, decided, before, f"{report} at the previous calibration"), out
+        )

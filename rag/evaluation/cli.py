@@ -42,6 +42,13 @@ def calibrate_command(
             help="Also rewrite report.md/json with the decisions at the fitted threshold."
         ),
     ] = False,
+    also: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="report.json of another run of the same gold set (e.g. on another CPU) whose "
+            "dev records join the fit; repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Fit the reader's confidence and threshold on the dev split; report dev and test."""
     import json
@@ -52,7 +59,7 @@ def calibrate_command(
     try:
         model = json.loads(report.read_text("utf-8"))["config"]["generator_model"]
         target = calibration_path(model)
-        main(report, out, target if write else None, rerender=rerender)
+        main(report, out, target if write else None, rerender=rerender, also=also or [])
     except (OSError, ValueError, KeyError) as exc:
         _fail(f"cannot calibrate from {report}: {exc}")
     console.print(f"wrote {out / 'reader.md'}" + (f" and {target}" if write else ""))
