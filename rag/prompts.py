@@ -149,3 +149,15 @@ def build_messages(
         body += f"\n(In Vietnamese: {vietnamese})"
     messages.append({"role": "user", "content": body})
     return messages
+
+
+def without_evidence(messages: list[ChatMessage], *, english: bool) -> list[ChatMessage]:
+    """``messages`` (from ``build_messages``) with the evidence taken out of the last one:
+    the same instructions, earlier turns and question — what context-aware decoding contrasts
+    the answer with (what the model would say without the articles)."""
+    label_q = labels(english)[1]
+    last = messages[-1]["content"]
+    _, sep, question = last.rpartition(f"\n\n{label_q}: ")
+    if not sep:
+        return messages
+    return [*messages[:-1], {"role": "user", "content": f"{label_q}: {question}"}]

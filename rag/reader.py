@@ -243,8 +243,20 @@ class Reader:
         unknown_terms: int,
         english: bool,
         item_similarity: list[float] | None = None,
+        contrast: list[ChatMessage] | None = None,
+        alpha: float = 0.0,
     ) -> Reading:
-        completion = generator.complete(messages, max_tokens=max_tokens, temperature=temperature)
+        """Draft an answer (by context-aware decoding against ``contrast`` when ``alpha`` > 0),
+        measure its signals and decide."""
+        if contrast is not None and alpha > 0:
+            completion = generator.complete(
+                messages, max_tokens=max_tokens, temperature=temperature, contrast=contrast,
+                alpha=alpha,
+            )  # fmt: skip
+        else:  # engines and test doubles without the contrast arguments work unchanged
+            completion = generator.complete(
+                messages, max_tokens=max_tokens, temperature=temperature
+            )
         draft = completion.text.strip()
         if not draft or is_abstention(draft):
             return Reading(not_found, True, 0.0, draft, completion=completion)

@@ -42,6 +42,7 @@ from rag.prompts import (
     build_messages,
     prefix_messages,
     translation_messages,
+    without_evidence,
 )
 from rag.reader import Reader, describe
 from rag.settings import Settings
@@ -706,6 +707,8 @@ class RAG:
             temperature=s.temperature if temperature is None else temperature,
             dense_top=best, unknown_terms=len(unknown), english=english,
             item_similarity=similarity([p.chunk.text for p in context]),
+            contrast=without_evidence(messages, english=english) if s.contrast_alpha else None,
+            alpha=s.contrast_alpha,
         )  # fmt: skip
         if reading.completion is not None:
             timings.prompt_tokens = reading.completion.prompt_tokens

@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     n_ctx: int = Field(4096, ge=512, description="Context window of the answer model.")
     max_tokens: int = Field(320, ge=1, description="Most tokens an answer may have.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+    contrast_alpha: float = Field(
+        0.0,
+        ge=0.0,
+        le=5.0,
+        description="Context-aware decoding of the answer: each token's log-probability with "
+        "the evidence, raised by this weight times how much likelier the evidence made it "
+        "than the same request without evidence (0 = plain greedy decoding). Local engine "
+        "only; see README 'The reader'.",
+    )
 
     # --- scale-out: a vector database and a remote model server -----------------------------
     vector_store: Literal["faiss", "milvus"] = Field(

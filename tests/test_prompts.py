@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from rag.prompts import EXAMPLES_EN, EXAMPLES_VI, build_messages, prefix_messages
+from rag.prompts import (
+    EXAMPLES_EN,
+    EXAMPLES_VI,
+    build_messages,
+    prefix_messages,
+    without_evidence,
+)
 from rag.text import fold, words
 from rag.types import Chunk, Passage
 
@@ -71,3 +77,15 @@ def test_an_english_question_shows_its_vietnamese_version_after_it() -> None:
     assert body.endswith("Question: How many?\n(In Vietnamese: Bao nhiêu?)")
     vi = build_messages("Bao nhiêu?", [_p("A.")], english=False, history=[], vietnamese="x")
     assert "In Vietnamese" not in vi[-1]["content"]  # only English questions get it
+
+
+def test_without_evidence_keeps_instructions_turns_and_question_only() -> None:
+    passage = _p("Đoàn ký 25 thỏa thuận tại Hoa Kỳ.")
+    history = [{"role": "user", "content": "Câu trước?"}, {"role": "assistant", "content": "X"}]
+    for english, question in ((False, "Ký bao nhiêu thỏa thuận?"), (True, "How many deals?")):
+        full = build_messages(question, [passage], english=english, history=history)  # type: ignore[arg-type]
+        bare = without_evidence(full, english=english)
+        assert bare[:-1] == full[:-1]
+        label = "Question" if english else "Câu hỏi"
+        assert bare[-1] == {"role": "user", "content": f"{label}: {question}"}
+        assert "25 thỏa thuận" in full[-1]["content"]

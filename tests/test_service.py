@@ -292,3 +292,30 @@ def test_an_english_question_is_read_as_it_is_when_translation_is_off(
     service.ask("How many cooperation agreements were signed in 2024?")
     assert len(gen.calls) == 1  # no translation call
     assert "In Vietnamese" not in gen.calls[0][-1]["content"]
+
+
+class ContrastLog(FakeGenerator):
+    """The fake engine, noting the evidence-free request each answer is contrasted with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contrasts: list[tuple[list[dict[str, str]], float] | None] = []
+
+    def complete(self, messages, *, max_tokens, temperature=0.0, contrast=None, alpha=0.0):  # type: ignore[no-untyped-def]
+        self.contrasts.append((contrast, alpha) if contrast is not None else None)
+        return super().complete(messages, max_tokens=max_tokens, temperature=temperature)
+
+
+def test_with_contrast_decoding_the_answer_is_drafted_against_the_question_alone(
+    settings: Settings, rag: RAG
+) -> None:
+    engine = ContrastLog()
+    on = RAG(settings.model_copy(update={"contrast_alpha": 0.5}), rag.embedder, engine)
+    on.ask(Q170)
+    [(contrast, alpha)] = engine.contrasts  # type: ignore[misc]
+    assert alpha == 0.5
+    assert contrast[-1] == {"role": "user", "content": f"Câu hỏi: {Q170}"}
+    assert contrast[0]["role"] == "system" and len(contrast) == 2
+    off = RAG(settings, rag.embedder, engine)  # the default: plain decoding
+    off.ask(Q170)
+    assert engine.contrasts[-1] is None

@@ -10,7 +10,8 @@ Usage from the repo root: ``RAG_PROMPT_EXAMPLES=1 .venv/bin/python eval/probes/p
 dev examples``; a third argument keeps the question types it names (``english``); appends
 to ``eval/probes/prompt_<name>_<split>.jsonl`` and resumes. ``PROBE_SYSTEM_VI=<file>``
 replaces the instructions of Vietnamese questions (``rag.prompts.SYSTEM_VI``) with the file's
-text for this run.
+text for this run. ``RAG_CONTRAST_ALPHA=0.5`` (a setting) drafts by context-aware decoding
+(``eval/reports/tried/contrast-decoding.md``).
 """
 
 import json

@@ -30,10 +30,19 @@ class RecordingGenerator(Generator):
     # The reader's own calls pass through too (without them the base class would answer them
     # through stream_chat: no token probabilities, no scoring — not the path the service takes).
     def complete(
-        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        contrast: list[ChatMessage] | None = None,
+        alpha: float = 0.0,
     ) -> Completion:
         self.calls.append(list(messages))
-        return self.inner.complete(messages, max_tokens=max_tokens, temperature=temperature)
+        return self.inner.complete(
+            messages, max_tokens=max_tokens, temperature=temperature, contrast=contrast,
+            alpha=alpha,
+        )  # fmt: skip
 
     def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:
         return self.inner.score(messages, candidates)

@@ -100,9 +100,19 @@ class Generator(ABC):
         """Yield answer text piece by piece; closing the iterator stops generation."""
 
     def complete(
-        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        contrast: list[ChatMessage] | None = None,
+        alpha: float = 0.0,
     ) -> Completion:
-        """The whole answer. Engines without token probabilities return none (``[]``)."""
+        """The whole answer. Engines without token probabilities return none (``[]``).
+
+        ``contrast`` (the request without its evidence) and ``alpha`` ask for context-aware
+        decoding; an engine that cannot read two requests' logits side by side (this default,
+        a remote model server) decodes ``messages`` plainly."""
         pieces = collect(self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature))
         return Completion(text="".join(pieces))
 

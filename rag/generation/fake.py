@@ -52,8 +52,15 @@ class FakeGenerator(Generator):
             yield piece
 
     def complete(
-        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        contrast: list[ChatMessage] | None = None,
+        alpha: float = 0.0,
     ) -> Completion:
+        # Extractive already: the answer comes from the evidence whatever ``contrast`` says.
         pieces = collect(self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature))
         text = "".join(pieces)
         [logprobs] = self.score(messages, [text]) if pieces else [[0.0]]

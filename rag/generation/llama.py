@@ -372,6 +372,54 @@ class LlamaCppGenerator(Generator):
             finally:
                 stream.close()
 
+    def _prefill_side(self, tokens: list[int], prompt: list[int]) -> tuple[np.ndarray, int]:
+        """Put ``tokens`` in KV sequence ``SIDE`` (its prefix shared with ``prompt``, already in
+        sequence 0, is shared, not read again); return the logits after it and its length."""
+        import llama_cpp
+
+        llm = self._llm
+        memory = llm._ctx.memory
+        batch = llm._batch.batch
+        common = 0
+        for a, b in zip(tokens, prompt, strict=False):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(tokens) - 1)
+        llama_cpp.llama_memory_seq_rm(memory, SIDE, -1, -1)
+        llama_cpp.llama_memory_seq_cp(memory, 0, SIDE, 0, common)
+        pos = common
+        while pos < len(tokens):
+            check()
+            part = tokens[pos : pos + llm.n_batch]
+            for j, tok in enumerate(part):
+                batch.token[j] = tok
+                batch.pos[j] = pos + j
+                batch.seq_id[j][0] = SIDE
+                batch.n_seq_id[j] = 1
+                batch.logits[j] = j == len(part) - 1
+            batch.n_tokens = len(part)
+            llm._ctx.decode(llm._batch)
+            pos += len(part)
+        return self._logits_row(-1).copy(), len(tokens)
+
+    def _step_both(self, token: int, side_pos: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decode ``token`` in sequence 0 (after the prompt and answer so far) and in sequence
+        ``SIDE`` at ``side_pos``, in one batch; the logits after each."""
+        llm = self._llm
+        batch = llm._batch.batch
+        for j, (seq, pos) in enumerate(((0, llm.n_tokens), (SIDE, side_pos))):
+            batch.token[j] = token
+            batch.pos[j] = pos
+            batch.seq_id[j][0] = seq
+            batch.n_seq_id[j] = 1
+            batch.logits[j] = True
+        batch.n_tokens = 2
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[llm.n_tokens] = token
+        llm.n_tokens += 1
+        return self._logits_row(0).copy(), self._logits_row(1).copy()
+
     def complete(
         self,
         messages: list[ChatMessage],
@@ -379,9 +427,18 @@ class LlamaCppGenerator(Generator):
         max_tokens: int,
         temperature: float = 0.0,
         seed: int = 0,
+        contrast: list[ChatMessage] | None = None,
+        alpha: float = 0.0,
     ) -> Completion:
         """Greedy (or sampled, from ``seed``) answer with the log-probability of every chosen
-        token."""
+        token (under ``messages``).
+
+        With ``contrast`` (the same request without its evidence) and ``alpha`` > 0, tokens
+        are chosen by context-aware decoding (Shi et al. 2023, "Trusting Your Evidence"):
+        ``(1 + alpha) * log p(token | messages) - alpha * log p(token | contrast)``, among the
+        tokens at least ``PLAUSIBLE`` times as likely as the best under ``messages`` — what the
+        evidence makes likelier wins over what the model would say anyway. Both are decoded
+        side by side in one batch (two KV sequences)."""
         t0 = time.perf_counter()
         with self.lock:
             llm = self._llm
@@ -393,25 +450,40 @@ class LlamaCppGenerator(Generator):
                 )
             row = self._prefill(prompt)
             state_tokens = self.last_state_tokens
+            side: np.ndarray | None = None
+            side_pos = 0
+            if contrast is not None and alpha > 0:
+                side, side_pos = self._prefill_side(self._prompt_tokens(contrast), prompt)
             first_s = time.perf_counter() - t0
             out: list[int] = []
             logprobs: list[float] = []
             finished = False
             rng = np.random.default_rng(seed)
-            while len(out) < max_tokens:
-                check()  # the caller went away: stop at this token
-                if temperature > 0:
-                    p = np.exp((row - row.max()) / temperature)
-                    token = int(rng.choice(len(p), p=p / p.sum()))
-                else:
-                    token = int(row.argmax())
-                logprobs.append(self._logprob(row, token))
-                if self._is_end(token):
-                    finished = True
-                    break
-                out.append(token)
-                llm.eval([token])
-                row = self._logits_row(-1).copy()
+            try:
+                while len(out) < max_tokens:
+                    check()  # the caller went away: stop at this token
+                    scores = row if side is None else _contrasted(row, side, alpha)
+                    if temperature > 0:
+                        p = np.exp((scores - scores.max()) / temperature)
+                        token = int(rng.choice(len(p), p=p / p.sum()))
+                    else:
+                        token = int(scores.argmax())
+                    logprobs.append(self._logprob(row, token))
+                    if self._is_end(token):
+                        finished = True
+                        break
+                    out.append(token)
+                    if side is None:
+                        llm.eval([token])
+                        row = self._logits_row(-1).copy()
+                    else:
+                        row, side = self._step_both(token, side_pos)
+                        side_pos += 1
+            finally:
+                if side is not None:
+                    import llama_cpp
+
+                    llama_cpp.llama_memory_seq_rm(llm._ctx.memory, SIDE, -1, -1)
             decode_s = time.perf_counter() - t0 - first_s
             text = llm.detokenize(out).decode("utf-8", errors="replace")
             return Completion(
@@ -488,5 +560,26 @@ class LlamaCppGenerator(Generator):
 
 #: Candidates decoded side by side in one batch (each its own KV sequence).
 SCORE_SEQUENCES = 16
+#: The KV sequence of the request without evidence in context-aware decoding (free then: the
+#: scoring sequences are used only inside ``score``).
+SIDE = 1
+#: Context-aware decoding considers only tokens at least this share as likely as the best one
+#: under the evidence (the "adaptive plausibility" cut of contrastive decoding, Li et al. 2023).
+PLAUSIBLE = 0.1
+
+
+def _log_softmax(row: np.ndarray) -> np.ndarray:
+    top = float(row.max())
+    out: np.ndarray = row - top - float(np.log(np.exp(row - top).sum()))
+    return out
+
+
+def _contrasted(row: np.ndarray, side: np.ndarray, alpha: float) -> np.ndarray:
+    with_evidence = _log_softmax(row)
+    without = _log_softmax(side)
+    plausible = with_evidence >= with_evidence.max() + np.log(PLAUSIBLE)
+    out: np.ndarray = np.where(plausible, (1 + alpha) * with_evidence - alpha * without, -np.inf)
+    return out
+
 
 _PARAMS_LOCK = threading.Lock()

@@ -201,8 +201,15 @@ class RemoteGenerator(Generator):
         self._check_finished(finish)
 
     def complete(
-        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        contrast: list[ChatMessage] | None = None,
+        alpha: float = 0.0,
     ) -> Completion:
+        # ``contrast`` is not used: the protocol gives no logits to combine (plain decoding).
         body = self._body(messages, max_tokens=max_tokens, temperature=temperature)
         body["stream_options"] = {"include_usage": True}
         if not self.logprobs:

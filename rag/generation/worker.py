@@ -415,11 +415,19 @@ class WorkerGenerator(Generator):
                         pass
 
     def complete(
-        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        contrast: list[ChatMessage] | None = None,
+        alpha: float = 0.0,
     ) -> Completion:
+        extra = {"contrast": contrast, "alpha": alpha} if contrast is not None and alpha else {}
         result: Completion = self._call(
-            "complete", messages=messages, max_tokens=max_tokens, temperature=temperature
-        )
+            "complete", messages=messages, max_tokens=max_tokens, temperature=temperature,
+            **extra,
+        )  # fmt: skip
         return result
 
     def score(self, messages: list[ChatMessage], candidates: list[str]) -> list[list[float]]:

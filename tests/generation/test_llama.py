@@ -6,9 +6,10 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from rag.generation.llama import SCORE_SEQUENCES, LlamaCppGenerator
+from rag.generation.llama import SCORE_SEQUENCES, LlamaCppGenerator, _contrasted
 from rag.models import ModelError, resolve
 from rag.settings import SMALL_GENERATOR, Settings
 
@@ -141,3 +142,28 @@ def test_a_full_store_keeps_the_passages_used_last(
         assert warm.complete(prompt(a), max_tokens=4).state_tokens == 0
     finally:
         del warm
+
+
+def test_contrast_decoding_prefers_what_the_evidence_makes_likelier() -> None:
+    # Three tokens: 0 is likeliest with evidence and without (the model's prior), 1 is what the
+    # evidence raised, 2 is implausible with evidence however much it rose.
+    with_evidence = np.log(np.array([0.5, 0.4, 0.01]))
+    without = np.log(np.array([0.8, 0.05, 0.0001]))
+    assert int(_contrasted(with_evidence, without, 0.0).argmax()) == 0
+    got = _contrasted(with_evidence, without, 0.5)
+    assert int(got.argmax()) == 1 and got[2] == -np.inf
+
+
+def test_contrast_with_the_request_itself_is_plain_decoding(engine: LlamaCppGenerator) -> None:
+    plain = engine.complete(PROMPT, max_tokens=20)
+    same = engine.complete(PROMPT, max_tokens=20, contrast=PROMPT, alpha=0.5)
+    assert same.text == plain.text and same.finished
+    assert (
+        max(abs(a - b) for a, b in zip(same.token_logprobs, plain.token_logprobs, strict=True))
+        < 0.1
+    )
+    # Against the question alone: the second sequence is freed, the cache is intact after.
+    bare = [PROMPT[0], {"role": "user", "content": "Câu hỏi: Thủ tướng chứng kiến bao nhiêu?"}]
+    contrasted = engine.complete(PROMPT, max_tokens=20, contrast=bare, alpha=1.0)
+    assert "25" in contrasted.text
+    assert engine.complete(PROMPT, max_tokens=20).text == plain.text
