@@ -4,9 +4,9 @@ CPU choice, measured (see README "Answer engine and CPUs"): on Intel Xeons with 
 llama.cpp repacks Q4_K weights into its AMX buffer type and then segfaults in the first decode
 (upstream llama.cpp issue 20824, ``ggml_backend_amx_mul_mat``). Loading with the model
 parameter ``use_extra_bufts = false`` avoids the AMX buffers. The same switch also turns off
-the CPU "repack" buffers that speed up Q4_K on AVX2/AVX-512 machines, so it is applied only
-where this build of llama.cpp has AMX compiled in (``AMX_INT8 = 1`` in its system info) —
-setting ``extra_buffers`` ("auto", "on", "off") overrides the choice.
+the CPU "repack" buffers for Q4_K, which measured slower at reading prompts on the AVX2 and the
+AVX-512 machines too, so "auto" turns them off everywhere — setting ``extra_buffers`` ("auto",
+"on", "off") overrides the choice.
 
 This module touches a few private attributes of ``llama_cpp.Llama`` (``_ctx``, ``_batch``,
 ``_model``, ``input_ids``, ``n_tokens``) to read logits for every token of a candidate in one
@@ -58,16 +58,16 @@ def use_extra_buffers(choice: ExtraBuffers, info: str | None = None) -> tuple[bo
             "extra buffer types off: this llama.cpp build uses AMX, whose Q4_K path crashes "
             "(llama.cpp issue 20824)"
         )
-    if feats.get("AVX512"):
-        # Measured with `rag bench-engine` on an AVX-512 AMD EPYC (2 cores, 1.5B Q4_K_M, 500-token
-        # prompt, medians of 5): off reads prompts 1.26x faster (122 vs 97 tok/s) and decodes
-        # 0.83x (23.5 vs 28.3 tok/s); answers here are prompt-bound (~550 prompt tokens, ~20
-        # generated), so off answers sooner.
-        return False, (
-            "extra buffer types off: on this AVX-512 build the plain kernels read prompts "
-            "faster than the repacked ones (measured: README)"
-        )
-    return True, "extra buffer types on (CPU repack of Q4_K; AVX2 build without AMX)"
+    # Measured with `rag bench-engine` (2 cores, 1.5B Q4_K_M, ~500-token prompt, medians): on
+    # an AVX-512 AMD EPYC off reads prompts 1.26x faster (122 vs 97 tok/s) and decodes 0.83x;
+    # on an AVX2-only AMD EPYC 1.18x (49.0 vs 41.6 tok/s) and 0.86x (14.8 vs 17.2;
+    # bench/reports/engine-2026-12-03-amd-avx2). Answers here are prompt-bound (~370 new prompt
+    # tokens, ~20 generated), so off answers sooner on every CPU measured.
+    simd = "AVX-512" if feats.get("AVX512") else "AVX2" if feats.get("AVX2") else "this"
+    return False, (
+        f"extra buffer types off: on this {simd} build the plain kernels read prompts faster "
+        "than the repacked ones (measured: README)"
+    )
 
 
 class LlamaCppGenerator(Generator):
