@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.generation.llama import SCORE_SEQUENCES, LlamaCppGenerator, _contrasted
+from rag.generation.llama import (
+    SCORE_SEQUENCES,
+    LlamaCppGenerator,
+    _contrasted,
+    use_extra_buffers,
+)
 from rag.models import ModelError, resolve
 from rag.settings import SMALL_GENERATOR, Settings
 
@@ -167,3 +172,17 @@ def test_contrast_with_the_request_itself_is_plain_decoding(engine: LlamaCppGene
     contrasted = engine.complete(PROMPT, max_tokens=20, contrast=bare, alpha=1.0)
     assert "25" in contrasted.text
     assert engine.complete(PROMPT, max_tokens=20).text == plain.text
+
+
+@pytest.mark.parametrize(
+    ("info", "why"),
+    [
+        ("CPU : AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |", "AMX"),
+        ("CPU : AVX2 = 1 | AVX512 = 1 | REPACK = 1 |", "AVX-512"),
+        ("CPU : AVX = 1 | AVX2 = 1 | FMA = 1 | REPACK = 1 |", "AVX2"),
+    ],
+)
+def test_extra_buffers_are_off_unless_asked_for(info: str, why: str) -> None:
+    on, reason = use_extra_buffers("auto", info)
+    assert not on and why in reason
+    assert use_extra_buffers("on", info)[0] and not use_extra_buffers("off", info)[0]
