@@ -1,6 +1,6 @@
 """llama.cpp running a local GGUF model (llama-cpp-python), with token log-probabilities.
 
-CPU choice, measured (see README "Answer engine and CPUs"): on Intel Xeons with AMX,
+CPU choice, measured (see README "Answer engine, CPUs and crashes"): on Intel Xeons with AMX,
 llama.cpp repacks Q4_K weights into its AMX buffer type and then segfaults in the first decode
 (upstream llama.cpp issue 20824, ``ggml_backend_amx_mul_mat``). Loading with the model
 parameter ``use_extra_bufts = false`` avoids the AMX buffers. The same switch also turns off
