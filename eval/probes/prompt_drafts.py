@@ -11,7 +11,9 @@ dev examples``; a third argument keeps the question types it names (``english``)
 to ``eval/probes/prompt_<name>_<split>.jsonl`` and resumes. ``PROBE_SYSTEM_VI=<file>``
 replaces the instructions of Vietnamese questions (``rag.prompts.SYSTEM_VI``) with the file's
 text for this run. ``RAG_CONTRAST_ALPHA=0.5`` (a setting) drafts by context-aware decoding
-(``eval/reports/tried/contrast-decoding.md``).
+(``eval/reports/tried/contrast-decoding.md``). ``PROBE_NEIGHBOURS=<chars>`` gives each
+evidence item the sentence before it in its passage as well (best items first, while the added
+text stays within ``<chars>``): the same best sentences, with their context.
 """
 
 import json
@@ -31,6 +33,14 @@ split = sys.argv[1] if len(sys.argv) > 1 else "dev"
 name = sys.argv[2] if len(sys.argv) > 2 else "examples"
 types = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else None  # e.g. "english"
 path = ROOT / f"eval/probes/prompt_{name}_{split}.jsonl"
+if os.environ.get("PROBE_NEIGHBOURS"):
+    from neighbours import with_neighbours  # eval/probes/neighbours.py
+
+    import rag.service
+
+    rag.service.evidence_sentences = with_neighbours(  # type: ignore[assignment]
+        rag.service.evidence_sentences, int(os.environ["PROBE_NEIGHBOURS"])
+    )
 if os.environ.get("PROBE_SYSTEM_VI"):
     prompts.SYSTEM_VI = Path(os.environ["PROBE_SYSTEM_VI"]).read_text("utf-8").strip()
 done, out = resumable(path)
