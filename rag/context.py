@@ -17,13 +17,26 @@ from rag.text import fold, normalize_numbers, words
 from rag.types import Passage
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
+#: A period after one of these does not end a sentence when a capital or a digit follows:
+#: "TP. Hồ Chí Minh", "PGS. TS. Nguyễn …", "Mr. Smith", an initial ("Nguyễn V. An").
+_ABBREVIATION = re.compile(
+    r"(?:^|[^\w])(?:TP|Tp|TS|ThS|PGS|GS|BS|KS|TT|Mr|Mrs|Ms|Dr|St|No|[A-ZĐ])\.$"
+)
 
 
 def sentences(text: str) -> list[tuple[int, int]]:
-    """Spans of the sentences of ``text`` (split at end punctuation and line breaks)."""
+    """Spans of the sentences of ``text`` (split at end punctuation and line breaks; not after
+    a title or an initial that a name follows)."""
     spans: list[tuple[int, int]] = []
     start = 0
     for m in _SENTENCE_END.finditer(text):
+        nxt = text[m.end() : m.end() + 1]
+        if (
+            "\n" not in m.group()
+            and (nxt.isupper() or nxt.isdigit())
+            and _ABBREVIATION.search(text[max(0, m.start() - 6) : m.start()])
+        ):
+            continue
         if m.start() > start:
             spans.append((start, m.start()))
         start = m.end()

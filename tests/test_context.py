@@ -22,6 +22,21 @@ def test_sentences_split_at_end_punctuation_and_lines() -> None:
     assert len(spans) == 5
 
 
+def test_a_title_or_an_initial_before_a_name_does_not_end_the_sentence() -> None:
+    text = (
+        "Các địa phương gồm Thái Bình, TP. Hồ Chí Minh và Vĩnh Phúc. PGS. TS. Lê Văn An "
+        "phát biểu. Ông Nguyễn V. Bình dự. Hàng đi Mỹ. Trong năm tăng 5. Giá dầu tăng."
+    )
+    assert [text[s:e] for s, e in sentences(text)] == [
+        "Các địa phương gồm Thái Bình, TP. Hồ Chí Minh và Vĩnh Phúc.",
+        "PGS. TS. Lê Văn An phát biểu.",
+        "Ông Nguyễn V. Bình dự.",
+        "Hàng đi Mỹ.",  # a two-letter word that is not a title still ends its sentence
+        "Trong năm tăng 5.",
+        "Giá dầu tăng.",
+    ]
+
+
 def test_evidence_keeps_the_sentences_that_match_the_question_from_every_passage() -> None:
     items = evidence_sentences(
         [_p(TEXT), _p(OTHER, "g.txt")], "Bao nhiêu thỏa thuận được ký kết?", budget=120,
