@@ -679,7 +679,7 @@ class RAG:
         else:
             picked = evidence_sentences(
                 passages, q_read, budget=s.context_chars, max_sentences=s.context_sentences,
-                similarity=similarity,
+                similarity=similarity, best_match_first=s.evidence_order == "best-match-first",
             )  # fmt: skip
         if s.evidence_order == "best-last" and s.evidence_layout == "sentences":
             picked = best_last(picked)

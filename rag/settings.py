@@ -186,11 +186,12 @@ class Settings(BaseSettings):
         "22 of 34, but with the confidence refitted the full run's test utility fell 0.423 "
         "-> 0.407 (eval/reports/tried/prompt-variants.md).",
     )
-    evidence_order: Literal["best-first", "best-last"] = Field(
+    evidence_order: Literal["best-first", "best-last", "best-match-first"] = Field(
         "best-first",
         description="Order of the evidence items: by passage rank, the best passage's "
-        "sentences first, or last (next to the question); sentences of one passage keep their "
-        "reading order either way.",
+        "sentences first, or last (next to the question), sentences of one passage in their "
+        "reading order either way; or 'best-match-first': each item ranked by its best "
+        "sentence's match to the question.",
     )
     context_rest_chars: int = Field(
         500,

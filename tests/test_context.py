@@ -51,6 +51,20 @@ def test_evidence_keeps_the_sentences_that_match_the_question_from_every_passage
     assert sum(map(len, texts)) <= 120
 
 
+def test_best_match_first_ranks_the_items_by_their_best_sentence() -> None:
+    question = "Việt Nam ký bao nhiêu thỏa thuận với Hoa Kỳ?"
+    passages = [_p(TEXT), _p(OTHER, "g.txt")]
+    reading = evidence_sentences(passages, question, budget=120, max_sentences=2)
+    ranked = evidence_sentences(
+        passages, question, budget=120, max_sentences=2, best_match_first=True
+    )
+    assert [p.chunk.source for p in reading] == ["f.txt", "g.txt"]  # passage rank first
+    assert [p.chunk.text for p in ranked] == [
+        "Việt Nam ký 25 thỏa thuận với Hoa Kỳ.",
+        "Hơn 170 thỏa thuận hợp tác đã được ký kết.",
+    ]
+
+
 def test_neighbouring_sentences_become_one_item_in_reading_order() -> None:
     items = evidence_sentences(
         [_p(TEXT)], "thỏa thuận hợp tác ký kết, quan hệ đối ngoại mở rộng", budget=200,

@@ -14,6 +14,8 @@ text for this run. ``RAG_CONTRAST_ALPHA=0.5`` (a setting) drafts by context-awar
 (``eval/reports/tried/contrast-decoding.md``). ``PROBE_NEIGHBOURS=<chars>`` gives each
 evidence item the sentence before it in its passage as well (best items first, while the added
 text stays within ``<chars>``): the same best sentences, with their context.
+``RAG_EVIDENCE_ORDER=best-match-first`` (a setting) ranks the evidence items by their best
+sentence's match to the question.
 """
 
 import json

@@ -5,10 +5,12 @@ prompt's size and first-token time.
 
 Usage from the repo root: ``python eval/probes/prompt_summary.py dev examples``; a third
 argument names another run of the same split to compare with instead (``... dev english
-english-base``, both ``prompt_drafts.py`` runs on this machine).
+english-base``, both ``prompt_drafts.py`` runs on this machine); ``PROBE_BASE=<folder>`` takes
+the drafts of another evaluation report than ``eval/reports/latest``.
 """
 
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -26,7 +28,9 @@ if len(sys.argv) > 3:  # another probe run of the same split (the same machine's
 else:
     base = {
         r["id"]: r
-        for r in json.loads((ROOT / "eval/reports/latest/report.json").read_text())["records"]
+        for r in json.loads(
+            (ROOT / os.environ.get("PROBE_BASE", "eval/reports/latest") / "report.json").read_text()
+        )["records"]
         if r["split"] == split
     }
 new = [json.loads(line) for line in (ROOT / f"eval/probes/prompt_{name}_{split}.jsonl").open()]
