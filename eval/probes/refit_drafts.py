@@ -60,16 +60,14 @@ def summary(records: list[dict]) -> tuple[str, dict[str, str]]:
             continue
         conf = c.confidences(cal, part)
         o = c.outcome(part, conf, cal.threshold)
-        ans = [p for p in part if p.answerable]
-        una = [p for p in part if not p.answerable]
-        answered = [p for p, x in zip(part, conf, strict=True) if x >= cal.threshold]
-        right = sum(p.right for p in answered if p.answerable)
-        wrong = sum(not (p.answerable and p.right) for p in answered)
+        n_ans, n_una = o["answerable"], o["unanswerable"]
+        refused_una = round((o["unanswerable_refused"] or 0) * n_una)
+        wrong = round((o["answerable_wrong"] or 0) * n_ans) + n_una - refused_una
         auc = c.auc(part, conf)
         rows[split] = (
-            f"{len(part):3d} q | drafts right {sum(p.right for p in ans):3d}/{len(ans)} | "
-            f"answered right {right:3d} | wrong answers {wrong:3d} | unanswerable refused "
-            f"{o['unanswerable_refused'] * len(una):.0f}/{len(una)} | utility "
+            f"{len(part):3d} q | drafts right {sum(p.right for p in part):3d}/{n_ans} | "
+            f"answered right {round((o['accuracy'] or 0) * n_ans):3d} | wrong answers "
+            f"{wrong:3d} | unanswerable refused {refused_una}/{n_una} | utility "
             f"{o['utility']:.3f} | AUC {auc if auc is None else round(auc, 3)}"
         )
     return head, rows
