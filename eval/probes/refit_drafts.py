@@ -13,10 +13,12 @@ Usage from the repo root::
     .venv/bin/python eval/probes/refit_drafts.py <baseline> <variant>
 
 where each is a probe name (``eval/probes/prompt_<name>_{dev,test}.jsonl``) or a folder holding
-an evaluation ``report.json``.
+an evaluation ``report.json``. ``PROBE_FEATURES=a,b`` offers the selection signals beyond
+``rag.reader.FEATURES`` that the variant's records carry (``self_check.py``'s ``self_check``).
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from rag.evaluation import calibrate as c
 
 ROOT = Path(__file__).resolve().parents[2]
+if os.environ.get("PROBE_FEATURES"):
+    c.FEATURES = (*c.FEATURES, *os.environ["PROBE_FEATURES"].split(","))
 
 
 def load(name: str) -> list[dict]:
