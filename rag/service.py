@@ -24,7 +24,7 @@ from rag.context import (
     sentences,
     top_passage_evidence,
 )
-from rag.diacritics import DiacriticRestorer
+from rag.diacritics import GENERAL_WEIGHT, DiacriticRestorer, general_vietnamese
 from rag.embedding import Embedder
 from rag.embedding.factory import load_embedder
 from rag.filters import FilterError, SearchFilter
@@ -443,7 +443,11 @@ class RAG:
         index = self.index
         cached = self._restorer
         if cached is None or cached[0] is not index:
-            cached = (index, DiacriticRestorer(c.text for c in index.chunks))
+            general = general_vietnamese() if self.settings.restore_general else None
+            restorer = DiacriticRestorer(
+                (c.text for c in index.chunks), prior=general, prior_weight=GENERAL_WEIGHT
+            )
+            cached = (index, restorer)
             self._restorer = cached
         return cached[1]
 

@@ -7,7 +7,7 @@ the confidence, the decision and the prompt's token counts. ``prompt_summary.py`
 run with the drafts of the committed evaluation report (same retrieval, same greedy decoding).
 
 Usage from the repo root: ``RAG_PROMPT_EXAMPLES=1 .venv/bin/python eval/probes/prompt_drafts.py
-dev examples``; a third argument keeps the question types it names (``english``); appends
+dev examples``; a third argument keeps the question types (``english``) or ids (``q073``) it names; appends
 to ``eval/probes/prompt_<name>_<split>.jsonl`` and resumes. ``PROBE_SYSTEM_VI=<file>``
 replaces the instructions of Vietnamese questions (``rag.prompts.SYSTEM_VI``) with the file's
 text for this run. ``RAG_CONTRAST_ALPHA=0.5`` (a setting) drafts by context-aware decoding
@@ -15,7 +15,9 @@ text for this run. ``RAG_CONTRAST_ALPHA=0.5`` (a setting) drafts by context-awar
 evidence item the sentence before it in its passage as well (best items first, while the added
 text stays within ``<chars>``): the same best sentences, with their context.
 ``RAG_EVIDENCE_ORDER=best-match-first`` (a setting) ranks the evidence items by their best
-sentence's match to the question.
+sentence's match to the question. ``PROBE_AS_QUESTION=1`` gives the model the question written as
+one (first letter capitalised, a "?" where it ends without punctuation), as people type them
+without both.
 """
 
 import json
@@ -43,12 +45,22 @@ if os.environ.get("PROBE_NEIGHBOURS"):
     rag.service.evidence_sentences = with_neighbours(  # type: ignore[assignment]
         rag.service.evidence_sentences, int(os.environ["PROBE_NEIGHBOURS"])
     )
+if os.environ.get("PROBE_AS_QUESTION"):
+    import rag.service
+
+    def as_question(text: str) -> str:
+        t = text.strip()
+        t = t[:1].upper() + t[1:]
+        return t if not t or t[-1] in ".?!…" else t + "?"
+
+    _build = rag.service.build_messages
+    rag.service.build_messages = lambda q, *a, **k: _build(as_question(q), *a, **k)  # type: ignore[assignment]
 if os.environ.get("PROBE_SYSTEM_VI"):
     prompts.SYSTEM_VI = Path(os.environ["PROBE_SYSTEM_VI"]).read_text("utf-8").strip()
 done, out = resumable(path)
 rag = RAG.from_settings(Settings())
 for g in split_items(split):
-    if g.id in done or (types and g.type not in types):
+    if g.id in done or (types and g.type not in types and g.id not in types):
         continue
     a = rag.ask(g.question)
     trace = a.reader or {}
