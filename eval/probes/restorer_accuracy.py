@@ -1,6 +1,7 @@
 """Probe (issue 12): how well are diacritics restored, and does the emission term help?
 
-The gold set's Vietnamese questions typed with diacritics are folded ("chỉ thị" -> "chi thi")
+The gold set's Vietnamese questions typed with diacritics (not the English ones that name a
+Vietnamese person, which the service does not restore) are folded ("chỉ thị" -> "chi thi")
 and restored by ``rag/diacritics.py`` trained on the indexed articles; the score is the share
 of syllables (and of whole questions) spelled as typed, against the accented original. No
 model runs (seconds). Variants: ``emit`` weights the term log P(form | folded syllable) of the
@@ -21,13 +22,17 @@ from common import ROOT, split_items  # eval/probes/ (the script's folder)
 from rag.diacritics import DiacriticRestorer, general_vietnamese
 from rag.index import IndexStore
 from rag.settings import Settings
-from rag.text import fold, has_vietnamese_marks, nfc
+from rag.text import fold, has_vietnamese_marks, looks_english, nfc
 
 split = sys.argv[1] if len(sys.argv) > 1 else "dev"
 settings = Settings()
 index = IndexStore(ROOT / settings.index_dir).load()
 texts = [c.text for c in index.chunks]
-questions = [nfc(g.question) for g in split_items(split) if has_vietnamese_marks(g.question)]
+questions = [
+    nfc(g.question)
+    for g in split_items(split)
+    if has_vietnamese_marks(g.question) and not looks_english(g.question)  # as the service
+]
 SYL = re.compile(r"\w+")
 GENERAL = general_vietnamese()
 GRID = [(1.0, 0.1, 0.0), (0.5, 0.1, 0.0), (0.0, 0.1, 0.0), (1.0, 1.0, 0.0)]
