@@ -50,4 +50,5 @@ for emit, back_off, w in GRID:
         syl += len(want)
         ok += sum(a == b for a, b in zip(want, got, strict=True))
         exact += want == got
-    print(f"| {emit:g} | {back_off:g} | {w:g} | {ok / syl:.3f} ({ok}/{syl}) | {exact}/{len(questions)} |")
+    right = f"{ok / syl:.3f} ({ok}/{syl})"
+    print(f"| {emit:g} | {back_off:g} | {w:g} | {right} | {exact}/{len(questions)} |")
