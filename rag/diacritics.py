@@ -73,13 +73,13 @@ class DiacriticRestorer:
         # General Vietnamese syllable frequencies (``prior``: word -> share of running text)
         # as pseudo-counts worth ``prior_weight`` times the corpus: spellings for syllables
         # the articles never use, and a general-language pull where they use few.
-        self.general: defaultdict[str, float] = defaultdict(float)
+        self.general: dict[str, float] = {}
         if prior and prior_weight > 0:
             for word, share in prior.items():
                 w = nfc(word).lower()
                 if w.isalpha():
                     count = prior_weight * share * self.total
-                    self.general[w] += count
+                    self.general[w] = self.general.get(w, 0.0) + count
                     self.forms[fold(w)][w] += count  # type: ignore[assignment]
 
     def _log_emit(self, form: str, folded: str) -> float:
